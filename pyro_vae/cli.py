@@ -1,0 +1,254 @@
+"""The ``pyro-vae`` command: train, evaluate, sample, list.
+
+Every error a user can cause ends as one line on stderr and exit status 2; nothing already
+written is damaged (files are replaced atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from pyro_vae import __version__
+from pyro_vae.data import BINARIZATIONS, DATASETS, load_dataset
+from pyro_vae.errors import ConfigError, RunFolderError, UserError, check_positive
+from pyro_vae.evaluate import check_num_samples, evaluate
+from pyro_vae.models import MODELS, build_model
+from pyro_vae.objectives import OBJECTIVES
+from pyro_vae.plots import save_curves, save_reconstructions, save_samples
+from pyro_vae.runs import RunFolder, load_trained
+from pyro_vae.runtime import resolve_device, set_seed
+from pyro_vae.train import TrainConfig, check_data, train
+
+log = logging.getLogger("pyro_vae")
+
+MODEL_FLAGS = ("latent_dim", "hidden", "activation", "likelihood", "beta")
+RESUMABLE = {"epochs", "device"}  # settings a resumed run may change
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(2, f"pyro-vae: error: {message} (see {self.prog} --help)\n")
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"hidden sizes are integers separated by commas, "
+                                         f"got {text!r}") from None
+    return sizes
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pyro-vae", description="Latent-variable models as Pyro model/guide pairs.")
+    p.add_argument("--version", action="version", version=f"pyro_vae {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model by SVI (a run folder holds the results)")
+    t.add_argument("model", nargs="?", help=f"one of: {', '.join(MODELS)}")
+    t.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default mnist-5k)")
+    t.add_argument("--binarize", choices=BINARIZATIONS,
+                   help="dynamic (default for images), fixed or none")
+    d = TrainConfig()
+    t.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    t.add_argument("--lr", type=float, help=f"Adam learning rate, default {d.lr}")
+    t.add_argument("--adam-eps", type=float, help=f"Adam epsilon, default {d.adam_eps}")
+    t.add_argument("--seed", type=int, help=f"seeds torch, Pyro, NumPy; default {d.seed}")
+    t.add_argument("--device", help="auto (CUDA when present), cpu or cuda; default auto")
+    t.add_argument("--objective", help=f"one of: {', '.join(OBJECTIVES)} (default trace)")
+    t.add_argument("--num-particles", type=int, help="samples per data point (IWAE's K)")
+    t.add_argument("--jit", action="store_const", const=True,
+                   help="use Pyro's jit variant of the objective")
+    t.add_argument("--latent-dim", type=int, help="latent dimensions (vae default 50)")
+    t.add_argument("--hidden", type=_hidden, help="hidden layer sizes, e.g. 400 or 200,200")
+    t.add_argument("--activation", help="relu, tanh, softplus or elu")
+    t.add_argument("--likelihood", help="bernoulli (binary data) or gaussian")
+    t.add_argument("--beta", type=float, help="KL weight (beta-VAE), default 1")
+    t.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATASET-TIME)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    t.add_argument("--eval-samples", type=int, default=5000,
+                   help="importance samples for the final log p(x); 0 skips it (default 5000)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="bounds on log p(x), active units, KL per dimension")
+    e.add_argument("run", type=Path, help="a run folder")
+    e.add_argument("--num-samples", type=int, default=5000, help="importance samples (5000)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("sample", help="draw new data from a trained run's prior")
+    s.add_argument("run", type=Path, help="a run folder")
+    s.add_argument("--num", type=int, default=64, help="how many (default 64)")
+    s.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+
+    sub.add_parser("list", help="the registered models, objectives and data sets")
+    return p
+
+
+def _train_config(args, base: dict | None = None) -> TrainConfig:
+    values = dict(base or {})
+    for f in fields(TrainConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            if base is not None and f.name not in RESUMABLE and given != base.get(f.name):
+                raise ConfigError(f"--{f.name.replace('_', '-')} {given} differs from the run's "
+                                  f"{base.get(f.name)}; a resumed run keeps its settings")
+            values[f.name] = given
+    return TrainConfig(**values)
+
+
+def _cmd_train(args) -> int:
+    if args.eval_samples < 0:
+        raise ConfigError(f"--eval-samples must be >= 0, got {args.eval_samples}")
+    if args.eval_samples:  # fail on a bad number now, not after training
+        check_num_samples(args.eval_samples)
+    model_settings = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    if args.resume:
+        if args.out is None:
+            raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
+        run = RunFolder(args.out)
+        saved = run.read_config()
+        if args.model and args.model != saved["model"]:
+            raise ConfigError(f"{args.out} is a run of {saved['model']}, not {args.model}")
+        if model_settings or args.dataset or args.binarize:
+            raise ConfigError("a resumed run keeps its model and data settings; pass only "
+                              "--epochs or --device")
+        if not run.has_checkpoint():
+            raise RunFolderError(f"{args.out} has no checkpoint to resume from")
+        config = _train_config(args, saved["train"])
+        name, dataset, binarize = saved["model"], saved["dataset"], saved.get("binarize")
+        model_settings = saved.get("model_config", {})
+    else:
+        if not args.model:
+            raise ConfigError(f"name a model to train: {', '.join(MODELS)}")
+        config = _train_config(args)
+        name, dataset, binarize = args.model, args.dataset or "mnist-5k", args.binarize
+        if name not in MODELS:
+            raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+        out = args.out or Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = RunFolder(out)
+        if run.is_run() or run.has_checkpoint():
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or "
+                              "choose another --out")
+    device = resolve_device(config.device)
+    set_seed(config.seed)
+    data = load_dataset(dataset, binarize=binarize, device=device)
+    model = build_model(name, data.shape, **model_settings)
+    model.to(device)
+    check_data(model, data)
+    run.write_config({
+        "model": name, "model_config": model.config_dict(), "dataset": dataset,
+        "binarize": data.binarize, "train": asdict(config), "eval_samples": args.eval_samples,
+        "pyro_vae_version": __version__,
+    })
+    log.info("training %s on %s (%s, %d points) on %s -> %s", name, dataset, data.binarize,
+             data.num_train, device, run.path)
+    result = train(model, data, config, run, resume=args.resume,
+                   progress=not args.no_progress)
+    y_test = data.test_y if model.is_conditional else None
+    metrics = {"model": name, "dataset": dataset, "binarize": data.binarize,
+               "objective": config.objective, "num_particles": config.num_particles,
+               "epochs": result.epochs, "seconds": round(result.seconds, 2),
+               "device": str(device), "train_elbo": result.train_elbo}
+    if args.eval_samples:
+        metrics |= evaluate(model, data.test_x, y_test, num_samples=args.eval_samples,
+                            progress=not args.no_progress)
+    metrics = run.update_metrics(metrics)
+    _pictures(model, data, run, result.history)
+    _print_summary(run, metrics)
+    return 0
+
+
+def _pictures(model, data, run: RunFolder, history) -> None:
+    save_samples(model, run.file("samples.png"), reference=data.test_x)
+    save_reconstructions(model, data.test_x, run.file("reconstructions.png"))
+    if history:
+        save_curves(history, run.file("curves.png"), title=f"{model.name} on {data.name}")
+
+
+def _print_summary(run: RunFolder, m: dict) -> None:
+    rows = [("epochs", m.get("epochs")), ("seconds", m.get("seconds")),
+            ("train ELBO", m.get("train_elbo")), ("test ELBO", m.get("test_elbo"))]
+    if "test_iwae" in m:
+        rows.append((f"test L_{m['iwae_k']}", m["test_iwae"]))
+    if "test_log_likelihood" in m:
+        rows.append((f"test log p(x) [{m['ll_num_samples']} samples]",
+                     f"{m['test_log_likelihood']:.3f} +- {m['test_log_likelihood_stderr']:.3f}"))
+        rows.append(("active units", f"{m['active_units']} of {len(m['kl_per_dim'])}"
+                     if m.get("kl_is_per_dim") else m["active_units"]))
+    print(f"run: {run.path}")
+    for label, value in rows:
+        value = f"{value:.3f}" if isinstance(value, float) else value
+        print(f"  {label:<32} {value}")
+
+
+def _cmd_evaluate(args) -> int:
+    device = resolve_device(args.device)
+    model, data, config, _ = load_trained(args.run, device)
+    set_seed(0)
+    y_test = data.test_y if model.is_conditional else None
+    metrics = evaluate(model, data.test_x, y_test, num_samples=args.num_samples,
+                       progress=not args.no_progress)
+    run = RunFolder(args.run)
+    merged = run.update_metrics(metrics)
+    _print_summary(run, merged)
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    check_positive("--num", args.num)
+    if args.out.suffix.lower() != ".png":
+        raise ConfigError(f"--out must name a .png file, got {args.out}")
+    device = resolve_device(args.device)
+    model, data, _, _ = load_trained(args.run, device)
+    set_seed(args.seed)
+    path = save_samples(model, args.out, num=args.num, reference=data.test_x)
+    print(path)
+    return 0
+
+
+def _cmd_list(args) -> int:
+    print("models:     " + ", ".join(MODELS))
+    print("objectives: " + ", ".join(OBJECTIVES))
+    print("data sets:  " + ", ".join(DATASETS))
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
+            "list": _cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"pyro-vae: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyro-vae: interrupted; the last finished epoch's checkpoint is kept "
+              "(continue with --resume)", file=sys.stderr)
+        return 130
+    except torch.cuda.OutOfMemoryError:
+        print("pyro-vae: error: out of GPU memory; use a smaller --batch-size or "
+              "--device cpu", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

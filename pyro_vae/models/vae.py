@@ -1,0 +1,117 @@
+"""The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014), and beta-VAE.
+
+Model::
+
+    z_n ~ N(0, I_d)
+    x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))       (binary data)
+             or N(f_theta(z_n), diag(sigma^2))           (real data, sigma learned per pixel)
+
+Guide (amortized)::
+
+    q_phi(z_n | x_n) = N(mu_phi(x_n), diag(s_phi(x_n)^2))
+
+With ``beta != 1`` both programs scale the ``z`` site by beta, so Trace_ELBO optimizes
+E_q[log p(x|z)] - beta KL(q(z|x) || p(z)) (Higgins et al. 2017). Evaluation always uses beta = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pyro_vae.errors import ConfigError, DataError, check_positive
+from pyro_vae.models.base import LatentModel
+from pyro_vae.nn import ACTIVATIONS, Decoder, GaussianEncoder
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+@dataclass
+class VAEConfig:
+    latent_dim: int = 50
+    hidden: tuple[int, ...] = (400,)
+    activation: str = "relu"
+    likelihood: str = "bernoulli"
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(self.hidden)
+        check_positive("latent_dim", self.latent_dim)
+        for h in self.hidden:
+            check_positive("hidden layer size", h)
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"unknown likelihood {self.likelihood!r}; choose one of "
+                              f"{', '.join(LIKELIHOODS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of "
+                              f"{', '.join(ACTIVATIONS)}")
+        if not self.beta >= 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+
+
+class VAE(LatentModel):
+    """Gaussian latent N(0, I), MLP decoder, amortized diagonal-Gaussian guide."""
+
+    name = "vae"
+    config_class = VAEConfig
+
+    def __init__(self, config: VAEConfig, data_shape: tuple[int, ...]):
+        super().__init__(config, data_shape)
+        c = config
+        self.encoder = GaussianEncoder(data_shape, c.hidden, c.latent_dim, c.activation)
+        self.decoder = Decoder(c.latent_dim, c.hidden, data_shape, c.activation)
+        if c.likelihood == "gaussian":
+            # per-pixel observation scale, softplus(raw) + 1e-3, starting at 0.1
+            self.raw_obs_scale = nn.Parameter(torch.full(data_shape, -2.25))
+        self._event_ndim = len(data_shape)
+
+    def _likelihood(self, out: torch.Tensor) -> dist.TorchDistribution:
+        if self.config.likelihood == "bernoulli":
+            base = dist.Bernoulli(logits=out, validate_args=False)
+        else:
+            base = dist.Normal(out, F.softplus(self.raw_obs_scale) + 1e-3)
+        return base.to_event(self._event_ndim)
+
+    def _mean(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+
+    def model(self, x, y=None, num_data=None):
+        pyro.module(self.name, self)
+        plate = self.data_plate(x, num_data)
+        loc = x.new_zeros(x.shape[0], self.config.latent_dim)
+        with plate, self.latent_scale(self.config.beta):
+            z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+        with plate:
+            pyro.sample("x", self._likelihood(self.decoder(z)), obs=x)
+
+    def guide(self, x, y=None, num_data=None):
+        pyro.module(self.name, self)
+        loc, scale = self.encoder(x)
+        with self.data_plate(x, num_data), self.latent_scale(self.config.beta):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's mean at latent codes ``z``."""
+        return self._mean(self.decoder(z))
+
+    @torch.no_grad()
+    def sample(self, num, y=None):
+        return self.decode(torch.randn(num, self.config.latent_dim, device=self.device))
+
+    def encode(self, x, y=None):
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def reconstruct(self, x, y=None):
+        return self.decode(self.encoder(x)[0])
+
+    def check_data(self, x, what="data"):
+        super().check_data(x, what)
+        if self.config.likelihood == "bernoulli" and not ((x == 0) | (x == 1)).all():
+            raise DataError(f"{what} is not binary but the Bernoulli likelihood needs 0/1 values:"
+                            " binarize it (--binarize dynamic|fixed) or use --likelihood gaussian")

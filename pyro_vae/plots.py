@@ -1,0 +1,95 @@
+"""Pictures as PNG files: prior samples, reconstructions, training curves.
+
+Image grids go through torchvision's ``make_grid``/``save_image``; charts through matplotlib's
+Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
+
+from pyro_vae.models.base import LatentModel  # noqa: E402
+
+
+def is_image(shape: Sequence[int]) -> bool:
+    return len(shape) == 3 and shape[0] in (1, 3)
+
+
+def _save_figure(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def save_samples(model: LatentModel, path: str | Path, num: int = 64,
+                 reference: torch.Tensor | None = None) -> Path:
+    """Likelihood means at ``num`` prior draws z ~ p(z): a grid for images, else a scatter of
+    the first two coordinates over ``reference`` data."""
+    model.eval()
+    samples = model.sample(num).cpu()
+    path = Path(path)
+    if is_image(model.data_shape):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(samples.clamp(0, 1), path, nrow=int(num**0.5 + 0.5), padding=2, pad_value=1)
+        return path
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    if reference is not None:
+        r = reference.cpu()
+        ax.scatter(r[:, 0], r[:, 1], s=6, alpha=0.4, label="data")
+    ax.scatter(samples[:, 0], samples[:, 1], s=6, alpha=0.6, label="model samples")
+    ax.set_xlabel("x[0]")
+    ax.set_ylabel("x[1]")
+    ax.legend()
+    return _save_figure(fig, path)
+
+
+@torch.no_grad()
+def save_reconstructions(model: LatentModel, x: torch.Tensor, path: str | Path,
+                         num: int = 32, per_row: int = 16) -> Path | None:
+    """Test inputs (odd rows) above their reconstructions (even rows). Images only."""
+    if not is_image(model.data_shape):
+        return None
+    model.eval()
+    x = x[:num]
+    recon = model.reconstruct(x).clamp(0, 1)
+    rows = []
+    for start in range(0, len(x), per_row):
+        rows += [x[start:start + per_row].cpu(), recon[start:start + per_row].cpu()]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat(rows), path, nrow=per_row, padding=2, pad_value=1)
+    return path
+
+
+def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """Train and test ELBO per epoch (nats per data point)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_elbo"] for h in history], label="train objective")
+    ax.plot(epochs, [h["test_elbo"] for h in history], label="test ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per data point")
+    lo = min(min(h["train_elbo"], h["test_elbo"]) for h in history[len(history) // 10:])
+    hi = max(max(h["train_elbo"], h["test_elbo"]) for h in history)
+    ax.set_ylim(lo - 0.05 * (hi - lo + 1), hi + 0.05 * (hi - lo + 1))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save_figure(fig, path)
+
+
+def grid_image(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """A (3, H, W) grid of images, for notebooks."""
+    return make_grid(images.cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1)

@@ -1,0 +1,180 @@
+"""The SVI loop: minibatches, progress, per-epoch checkpoints, exact resume, a NaN guard.
+
+It takes any :class:`~pyro_vae.models.base.LatentModel` and a :class:`~pyro_vae.data.Dataset`,
+never asks which model it is, logs through :mod:`logging`, shows a tqdm bar, and returns its
+results (minGPT's trainer, NumPyro's ``SVI.run``)::
+
+    result = train(model, data, TrainConfig(epochs=10), run=RunFolder("runs/a"))
+
+Each epoch ends with the test ELBO (one sample per point) and an atomic checkpoint holding the
+module's ``state_dict``, the optimizer state, the Pyro param store entries that live outside
+the module, every RNG state, the history and the elapsed seconds; ``resume=True`` continues
+from it and reaches the same parameters as an uninterrupted run (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import pyro
+import pyro.optim
+from pyro.infer import SVI
+from tqdm.auto import tqdm
+
+from pyro_vae.data import Dataset
+from pyro_vae.errors import ConfigError, RunFolderError, TrainingDiverged, check_positive
+from pyro_vae.evaluate import mean_elbo
+from pyro_vae.models.base import LatentModel
+from pyro_vae.objectives import OBJECTIVES, make_objective
+from pyro_vae.runs import RunFolder
+from pyro_vae.runtime import DEVICES, rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the SVI loop (``pyro-vae train --help`` lists them)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    adam_eps: float = 1e-8
+    seed: int = 0
+    device: str = "auto"
+    objective: str = "trace"
+    num_particles: int = 1
+    jit: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive("epochs", self.epochs)
+        check_positive("batch size", self.batch_size)
+        check_positive("num-particles", self.num_particles)
+        check_positive("learning rate", self.lr, integer=False)
+        check_positive("adam eps", self.adam_eps, integer=False)
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r}; choose one of "
+                              f"{', '.join(OBJECTIVES)}")
+        if not (self.device in DEVICES or self.device.startswith("cuda:")):
+            raise ConfigError(f"unknown device {self.device!r}; choose one of "
+                              f"{', '.join(DEVICES)}")
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]
+    train_elbo: float  # mean per-point training objective over the last epoch
+    epochs: int
+    seconds: float
+
+
+def _module_prefix(model: LatentModel) -> str:
+    return f"{model.name}$$$"
+
+
+def _extra_params(model: LatentModel) -> dict:
+    """Param store entries that are not the module's own parameters."""
+    store = pyro.get_param_store().get_state()
+    keep = [k for k in store["params"] if not k.startswith(_module_prefix(model))]
+    return {"params": {k: store["params"][k] for k in keep},
+            "constraints": {k: store["constraints"][k] for k in keep}}
+
+
+def _checkpoint(model, svi, epoch, history, seconds, config) -> dict:
+    return {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optim": svi.optim.get_state(),
+        "param_store": _extra_params(model),
+        "rng": rng_state(),
+        "history": history,
+        "seconds": seconds,
+        "train_config": asdict(config),
+    }
+
+
+def _restore(state: dict, model: LatentModel, optim: pyro.optim.PyroOptim, run: RunFolder):
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).splitlines()[0]
+        raise RunFolderError(f"checkpoint {run.checkpoint_path} does not match the model in "
+                             f"{run.path / 'config.json'} ({first})") from None
+    pyro.clear_param_store()
+    pyro.get_param_store().set_state(state["param_store"])
+    optim.set_state(state["optim"])
+    set_rng_state(state["rng"])
+
+
+def check_data(model: LatentModel, data: Dataset) -> None:
+    """Raise :class:`~pyro_vae.errors.DataError` if the model cannot score ``data``."""
+    model.check_data(data.train_eval_x(limit=1000), "the training data")
+    model.check_data(data.test_x, "the test data")
+
+
+def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder | None = None,
+          *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``model`` on ``data`` by SVI with Adam; see the module docstring.
+
+    The caller seeds the RNGs (``pyro_vae.runtime.set_seed``) before building the model, so
+    initialization is part of the seeded run. Raises :class:`TrainingDiverged` on a NaN/inf loss
+    (the checkpoint of the last finished epoch stays as it was).
+    """
+    model.to(data.device)
+    check_data(model, data)
+    elbo = make_objective(config.objective, config.num_particles,
+                          max_plate_nesting=model.max_plate_nesting, jit=config.jit)
+    optim = pyro.optim.Adam({"lr": config.lr, "eps": config.adam_eps})
+    svi = SVI(model.model, model.guide, optim, elbo)
+    n, nb = data.num_train, data.num_batches(config.batch_size)
+    start_epoch, history, seconds = 0, [], 0.0
+    if resume:
+        if run is None or not run.has_checkpoint():
+            raise RunFolderError("nothing to resume: the run folder has no checkpoint")
+        state = run.load_checkpoint(map_location=data.device)
+        _restore(state, model, optim, run)
+        start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
+        log.info("resuming %s at epoch %d of %d", run.path, start_epoch, config.epochs)
+        if start_epoch >= config.epochs:
+            log.info("the run already has %d epochs; nothing to train", start_epoch)
+    else:
+        pyro.clear_param_store()
+
+    train_elbo = history[-1]["train_elbo"] if history else math.nan
+    bar = tqdm(total=config.epochs * nb, initial=start_epoch * nb, disable=not progress,
+               unit="step", desc="training", dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            total = 0.0
+            for step, (x, y) in enumerate(data.batches(config.batch_size)):
+                loss = svi.step(x, y, num_data=n)
+                if not math.isfinite(loss):
+                    where = (f"the checkpoint of epoch {epoch} in {run.path} is kept"
+                             if run is not None and epoch > 0 else "nothing was saved")
+                    raise TrainingDiverged(f"the loss became {loss} at epoch {epoch + 1}, step "
+                                           f"{step + 1}; {where}; try a smaller --lr")
+                total += loss
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss / n:.2f}", refresh=False)
+            train_elbo = -total / (nb * n)
+            model.eval()
+            test_elbo = mean_elbo(model, data.test_x, data.test_y if model.is_conditional
+                                  else None)
+            seconds += time.perf_counter() - t0
+            history.append({"epoch": epoch + 1, "train_elbo": train_elbo,
+                            "test_elbo": test_elbo, "seconds": round(seconds, 3)})
+            bar.set_postfix(epoch=epoch + 1, train=f"{train_elbo:.2f}", test=f"{test_elbo:.2f}")
+            log.debug("epoch %d: train ELBO %.3f, test ELBO %.3f", epoch + 1, train_elbo,
+                      test_elbo)
+            if run is not None:
+                run.save_checkpoint(_checkpoint(model, svi, epoch + 1, history, seconds, config))
+                run.write_history(history)
+    finally:
+        bar.close()
+    return TrainResult(history, train_elbo, len(history), seconds)
