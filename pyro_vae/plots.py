@@ -23,6 +23,18 @@ def is_image(shape: Sequence[int]) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3)
 
 
+def _save_grid(images: torch.Tensor, path: Path, nrow: int) -> Path:
+    """Save a grid, upscaled (nearest) so that small digits stay readable."""
+    images = images.detach().cpu().clamp(0, 1)
+    factor = max(1, 56 // images.shape[-1])
+    if factor > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=nrow, padding=2, pad_value=1)
+    return path
+
+
 def _save_figure(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,9 +52,7 @@ def save_samples(model: LatentModel, path: str | Path, num: int = 64,
     samples = model.sample(num).cpu()
     path = Path(path)
     if is_image(model.data_shape):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(samples.clamp(0, 1), path, nrow=int(num**0.5 + 0.5), padding=2, pad_value=1)
-        return path
+        return _save_grid(samples, path, nrow=max(1, round(num**0.5)))
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if reference is not None:
         r = reference.cpu()
@@ -57,19 +67,17 @@ def save_samples(model: LatentModel, path: str | Path, num: int = 64,
 @torch.no_grad()
 def save_reconstructions(model: LatentModel, x: torch.Tensor, path: str | Path,
                          num: int = 32, per_row: int = 16) -> Path | None:
-    """Test inputs (odd rows) above their reconstructions (even rows). Images only."""
+    """Inputs (odd rows) above their reconstructions (even rows), ``num`` of them spread
+    evenly over ``x`` (test sets are often sorted by label). Images only."""
     if not is_image(model.data_shape):
         return None
     model.eval()
-    x = x[:num]
-    recon = model.reconstruct(x).clamp(0, 1)
+    x = x[torch.linspace(0, len(x) - 1, min(num, len(x))).long().to(x.device)]
+    recon = model.reconstruct(x)
     rows = []
     for start in range(0, len(x), per_row):
         rows += [x[start:start + per_row].cpu(), recon[start:start + per_row].cpu()]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat(rows), path, nrow=per_row, padding=2, pad_value=1)
-    return path
+    return _save_grid(torch.cat(rows), path, nrow=per_row)
 
 
 def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:

@@ -106,3 +106,28 @@ def test_jit_variant_matches_plain(name):
         pyro.set_rng_seed(1)
         losses.append(make_objective(name, 1, jit=jit).loss(model.model, model.guide, x))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_minibatch_iwae_is_unbiased_where_renyi_elbo_is_not(ppca):
+    """benchmarks/iwae_minibatch.py at test size: the reason IWAE_ELBO exists."""
+    from pyro.infer import RenyiELBO
+
+    model, x = ppca
+    n, b = x.shape[0], 50
+    ours = IWAE_ELBO(5, max_plate_nesting=1)
+    renyi = RenyiELBO(alpha=0, num_particles=5, vectorize_particles=True, max_plate_nesting=2)
+    full, mine, theirs = [], [], []
+    for _ in range(10):
+        full.append(-ours.loss(model.model, model.guide, x) / n)
+        batches = [x[i:i + b] for i in range(0, n, b)]
+        mine.append(sum(-ours.loss(model.model, model.guide, xb, num_data=n)
+                        for xb in batches) / len(batches) / n)
+        theirs.append(sum(-renyi.loss(model.model, model.guide, xb, num_data=n)
+                          for xb in batches) / len(batches) / n)
+    full, mine, theirs = map(torch.tensor, (full, mine, theirs))
+
+    def se(t):
+        return t.std().item() / math.sqrt(len(t))
+
+    assert abs(mine.mean() - full.mean()) < 4 * math.hypot(se(mine), se(full))
+    assert theirs.mean() - full.mean() > 10 * math.hypot(se(theirs), se(full))
