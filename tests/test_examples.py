@@ -11,7 +11,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TINY_ARGS = {
     "vae.py": ["--dataset", "digits", "--epochs", "2", "--latent-dim", "4",
                "--eval-samples", "50"],
-    "iwae_bounds.py": ["--epochs", "2", "--num-samples", "100", "--points", "40"],
+    "iwae_bounds.py": ["--epochs", "2", "--linear-epochs", "1", "--num-samples", "100",
+                       "--points", "40"],
 }
 
 
