@@ -19,7 +19,7 @@ from pyro_vae import __version__
 from pyro_vae.data import BINARIZATIONS, DATASETS, load_dataset
 from pyro_vae.errors import ConfigError, RunFolderError, UserError, check_positive
 from pyro_vae.evaluate import check_num_samples, evaluate
-from pyro_vae.models import MODELS, build_model
+from pyro_vae.models import MODELS, build_model, get_model_class
 from pyro_vae.objectives import OBJECTIVES
 from pyro_vae.plots import save_curves, save_reconstructions, save_samples
 from pyro_vae.runs import RunFolder, load_trained
@@ -134,8 +134,7 @@ def _cmd_train(args) -> int:
             raise ConfigError(f"name a model to train: {', '.join(MODELS)}")
         config = _train_config(args)
         name, dataset, binarize = args.model, args.dataset or "mnist-5k", args.binarize
-        if name not in MODELS:
-            raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+        get_model_class(name)  # an unknown name fails before any data is loaded
         out = args.out or Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = RunFolder(out)
         if run.is_run() or run.has_checkpoint():
@@ -147,15 +146,19 @@ def _cmd_train(args) -> int:
     model = build_model(name, data.shape, **model_settings)
     model.to(device)
     check_data(model, data)
-    run.write_config({
+    run_config = {
         "model": name, "model_config": model.config_dict(), "dataset": dataset,
         "binarize": data.binarize, "train": asdict(config), "eval_samples": args.eval_samples,
         "pyro_vae_version": __version__,
-    })
+    }
+    if not args.resume:  # a resumed run's config changes only once its checkpoint has loaded
+        run.write_config(run_config)
     log.info("training %s on %s (%s, %d points) on %s -> %s", name, dataset, data.binarize,
              data.num_train, device, run.path)
     result = train(model, data, config, run, resume=args.resume,
                    progress=not args.no_progress)
+    if args.resume:
+        run.write_config(run_config)
     y_test = data.test_y if model.is_conditional else None
     metrics = {"model": name, "dataset": dataset, "binarize": data.binarize,
                "objective": config.objective, "num_particles": config.num_particles,

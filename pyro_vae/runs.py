@@ -105,6 +105,14 @@ class RunFolder:
             raise RunFolderError(f"checkpoint {path} is not a pyro_vae checkpoint")
         return state
 
+    def load_model_state(self, model: torch.nn.Module, state: dict) -> None:
+        """Load a checkpoint's module state, or say that it belongs to another model."""
+        try:
+            model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as exc:
+            raise RunFolderError(f"checkpoint {self.checkpoint_path} does not match the model in "
+                                 f"{self.path / CONFIG} ({str(exc).splitlines()[0]})") from None
+
     # -- history and metrics ------------------------------------------------------------
     def write_history(self, rows: list[dict]) -> None:
         if not rows:
@@ -149,10 +157,6 @@ def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu"):
         model = build_model(config["model"], data.shape, **config.get("model_config", {}))
     except UserError as exc:
         raise RunFolderError(f"{run.path / CONFIG} does not describe a model ({exc})") from None
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        raise RunFolderError(f"checkpoint {run.checkpoint_path} does not match the model in "
-                             f"{run.path / CONFIG} ({str(exc).splitlines()[0]})") from None
+    run.load_model_state(model, state)
     model.to(device).eval()
     return model, data, config, state

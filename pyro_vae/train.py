@@ -97,12 +97,7 @@ def _checkpoint(model, svi, epoch, history, seconds, config) -> dict:
 
 
 def _restore(state: dict, model: LatentModel, optim: pyro.optim.PyroOptim, run: RunFolder):
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[0]
-        raise RunFolderError(f"checkpoint {run.checkpoint_path} does not match the model in "
-                             f"{run.path / 'config.json'} ({first})") from None
+    run.load_model_state(model, state)
     pyro.clear_param_store()
     pyro.get_param_store().set_state(state["param_store"])
     optim.set_state(state["optim"])

@@ -113,9 +113,11 @@ def test_corrupt_checkpoint_is_reported_and_left_alone(run_dir, tmp_path, capsys
     (copy / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     code, _, err = _run(["evaluate", copy], capsys)
     _one_error_line(code, err, "is corrupt or unreadable")
+    config_before = (copy / "config.json").read_bytes()
     code, _, err = _run(["train", "--resume", "--out", copy, "--epochs", "5"], capsys)
     _one_error_line(code, err, "is corrupt or unreadable")
     assert (copy / "checkpoint.pt").read_bytes() == b"PK\x03\x04 truncated"
+    assert (copy / "config.json").read_bytes() == config_before
 
 
 def test_mismatched_checkpoint(run_dir, tmp_path, capsys):
