@@ -57,7 +57,7 @@ def save_samples(model: LatentModel, path: str | Path, num: int = 64,
     if reference is not None:
         r = reference.cpu()
         ax.scatter(r[:, 0], r[:, 1], s=6, alpha=0.4, label="data")
-    ax.scatter(samples[:, 0], samples[:, 1], s=6, alpha=0.6, label="model samples")
+    ax.scatter(samples[:, 0], samples[:, 1], s=6, alpha=0.6, label="model: E[x | z], z ~ p(z)")
     ax.set_xlabel("x[0]")
     ax.set_ylabel("x[1]")
     ax.legend()

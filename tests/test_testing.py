@@ -138,6 +138,7 @@ class NotObserved(Pair):
     (Raises, ["the model raised ValueError: shapes do not line up"]),
     (NotObserved, ["'x' is not observed"]),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else None)
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
 def test_broken_pairs_are_named(cls, fragments):
     torch.manual_seed(0)
     x = torch.randn(4, 3)
