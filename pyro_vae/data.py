@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.errors import ConfigError, DataError, check_choice
 
 BINARIZATIONS = ("dynamic", "fixed", "none")
 SPLIT_SEED = 0  # the train/test split never depends on --seed
@@ -218,12 +218,9 @@ def load_dataset(name: str, *, binarize: str | None = None,
     Raises :class:`ConfigError` for an unknown name or binarization and :class:`DataError`
     when the data cannot be had (e.g. a download while offline).
     """
-    if name not in DATASETS:
-        raise ConfigError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    check_choice("data set", name, DATASETS)
     binarize = default_binarization(name) if binarize is None else binarize
-    if binarize not in BINARIZATIONS:
-        raise ConfigError(f"unknown binarization {binarize!r}; choose one of "
-                          f"{', '.join(BINARIZATIONS)}")
+    check_choice("binarization", binarize, BINARIZATIONS)
     raw = DATASETS[name]()
     if raw.kind != "image" and binarize != "none":
         raise ConfigError(f"data set {name} is real valued; binarization applies to grey-value "

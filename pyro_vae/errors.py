@@ -28,6 +28,12 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def check_choice(kind: str, value: str, choices) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices`` (listed in the error)."""
+    if value not in choices:
+        raise ConfigError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
+
+
 def check_positive(name: str, value: float | int, *, integer: bool = True) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a positive number (an int if ``integer``)."""
     if integer and (isinstance(value, bool) or not isinstance(value, int)):

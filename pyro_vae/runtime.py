@@ -8,7 +8,7 @@ import numpy as np
 import pyro
 import torch
 
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, check_choice
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -22,16 +22,16 @@ def set_seed(seed: int) -> None:
 
 def resolve_device(name: str) -> torch.device:
     """``auto|cpu|cuda[:N]`` -> :class:`torch.device`; a clear error where CUDA is absent."""
+    if not name.startswith("cuda:"):
+        check_choice("device", name, DEVICES)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name} was asked for but no CUDA device is available; "
-                              "use --device cpu or auto")
-        return torch.device(name)
-    raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for but no CUDA device is available; "
+                          "use --device cpu or auto")
+    return torch.device(name)
 
 
 def rng_state() -> dict:

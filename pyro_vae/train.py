@@ -25,7 +25,7 @@ from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from pyro_vae.data import Dataset
-from pyro_vae.errors import ConfigError, RunFolderError, TrainingDiverged, check_positive
+from pyro_vae.errors import RunFolderError, TrainingDiverged, check_choice, check_positive
 from pyro_vae.evaluate import mean_elbo
 from pyro_vae.models.base import LatentModel
 from pyro_vae.objectives import OBJECTIVES, make_objective
@@ -55,12 +55,9 @@ class TrainConfig:
         check_positive("num-particles", self.num_particles)
         check_positive("learning rate", self.lr, integer=False)
         check_positive("adam eps", self.adam_eps, integer=False)
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"unknown objective {self.objective!r}; choose one of "
-                              f"{', '.join(OBJECTIVES)}")
-        if not (self.device in DEVICES or self.device.startswith("cuda:")):
-            raise ConfigError(f"unknown device {self.device!r}; choose one of "
-                              f"{', '.join(DEVICES)}")
+        check_choice("objective", self.objective, OBJECTIVES)
+        if not self.device.startswith("cuda:"):
+            check_choice("device", self.device, DEVICES)
 
 
 @dataclass

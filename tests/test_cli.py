@@ -158,3 +158,34 @@ def test_train_on_cuda(tmp_path, capsys):
     assert code == 0
     metrics = json.loads((tmp_path / "gpu" / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda") and torch.cuda.is_available()
+
+
+def test_sample_refuses_bad_numbers_and_paths(run_dir, tmp_path, capsys):
+    code, _, err = _run(["sample", run_dir, "--num", "0", "--out", tmp_path / "s.png"], capsys)
+    _one_error_line(code, err, "--num must be at least 1")
+    code, _, err = _run(["sample", run_dir, "--out", tmp_path / "s.jpg"], capsys)
+    _one_error_line(code, err, "must name a .png file")
+
+
+def test_interrupt_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import pyro
+
+    out = tmp_path / "r"
+    assert _run(["train", "vae", *TINY, "--epochs", "1", "--eval-samples", "0", "--out", out],
+                capsys)[0] == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    calls = {"n": 0}
+    real_step = pyro.infer.SVI.step
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:  # Ctrl-C in the middle of epoch 2 (23 steps an epoch)
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyro.infer.SVI, "step", step)
+    code, _, err = _run(["train", "--resume", "--out", out, "--epochs", "3", "--eval-samples",
+                         "0", "--no-progress"], capsys)
+    assert code == 130 and "continue with --resume" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left

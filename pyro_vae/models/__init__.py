@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import check_choice
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.vae import VAE, VAEConfig
@@ -20,8 +20,7 @@ MODELS: dict[str, type[LatentModel]] = {
 
 
 def get_model_class(name: str) -> type[LatentModel]:
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    check_choice("model", name, MODELS)
     return MODELS[name]
 
 

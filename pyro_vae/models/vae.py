@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.errors import ConfigError, DataError, check_positive
+from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
 from pyro_vae.nn import ACTIVATIONS, Decoder, GaussianEncoder
 
@@ -44,12 +44,8 @@ class VAEConfig:
         check_positive("latent_dim", self.latent_dim)
         for h in self.hidden:
             check_positive("hidden layer size", h)
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"unknown likelihood {self.likelihood!r}; choose one of "
-                              f"{', '.join(LIKELIHOODS)}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r}; choose one of "
-                              f"{', '.join(ACTIVATIONS)}")
+        check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        check_choice("activation", self.activation, ACTIVATIONS)
         if not self.beta >= 0:
             raise ConfigError(f"beta must be >= 0, got {self.beta}")
 
