@@ -25,7 +25,13 @@ from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from pyro_vae.data import Dataset
-from pyro_vae.errors import RunFolderError, TrainingDiverged, check_choice, check_positive
+from pyro_vae.errors import (
+    DataError,
+    RunFolderError,
+    TrainingDiverged,
+    check_choice,
+    check_positive,
+)
 from pyro_vae.evaluate import mean_elbo
 from pyro_vae.models.base import LatentModel
 from pyro_vae.objectives import OBJECTIVES, make_objective
@@ -103,6 +109,9 @@ def _restore(state: dict, model: LatentModel, optim: pyro.optim.PyroOptim, run: 
 
 def check_data(model: LatentModel, data: Dataset) -> None:
     """Raise :class:`~pyro_vae.errors.DataError` if the model cannot score ``data``."""
+    if data.kind not in model.data_kinds:
+        raise DataError(f"model {model.name} takes {' or '.join(model.data_kinds)} data; data "
+                        f"set {data.name} holds {data.kind} data")
     model.check_data(data.train_eval_x(limit=1000), "the training data")
     model.check_data(data.test_x, "the test data")
 

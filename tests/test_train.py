@@ -102,3 +102,11 @@ def test_iwae_training_beats_trace_on_test_log_likelihood():
         scores[objective] = importance_bounds(model, data.test_x, num_samples=500).summary()
     assert scores["iwae"]["log_likelihood"] > scores["trace"]["log_likelihood"] + \
         2 * scores["trace"]["log_likelihood_mc_stderr"]
+
+
+def test_model_refuses_a_kind_of_data_it_does_not_take():
+    images = load_dataset("digits", binarize="none")
+    model = build_model("linear", (64,))  # right size, wrong kind: pixels are not R^64 here
+    with pytest.raises(DataError, match="model linear takes real data; data set digits holds "
+                                        "image data"):
+        train(model, images, TrainConfig(epochs=1), progress=False)
