@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass
 
 import pyro
 import pyro.optim
+import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from pyro_vae.data import Dataset
 from pyro_vae.errors import (
+    ConfigError,
     DataError,
     RunFolderError,
     TrainingDiverged,
@@ -120,10 +122,15 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
           *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``model`` on ``data`` by SVI with Adam; see the module docstring.
 
-    The caller seeds the RNGs (``pyro_vae.runtime.set_seed``) before building the model, so
-    initialization is part of the seeded run. Raises :class:`TrainingDiverged` on a NaN/inf loss
-    (the checkpoint of the last finished epoch stays as it was).
+    The caller seeds the RNGs (``pyro_vae.runtime.set_seed(config.seed)``) before building the
+    model, so initialization is part of the seeded run, and loads ``data`` onto the device
+    (``config.device``; a mismatch is an error). Training runs where the data lives.
+    Raises :class:`TrainingDiverged` on a NaN/inf loss (the checkpoint of the last finished
+    epoch stays as it was).
     """
+    if config.device != "auto" and torch.device(config.device).type != data.device.type:
+        raise ConfigError(f"the config asks for device {config.device} but the data lives on "
+                          f"{data.device}: load it with load_dataset(..., device=...)")
     model.to(data.device)
     check_data(model, data)
     elbo = make_objective(config.objective, config.num_particles,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pyro_vae.data import load_dataset
-from pyro_vae.errors import DataError, TrainingDiverged
+from pyro_vae.errors import ConfigError, DataError, TrainingDiverged
 from pyro_vae.evaluate import importance_bounds
 from pyro_vae.models import build_model
 from pyro_vae.runs import RunFolder
@@ -110,3 +110,9 @@ def test_model_refuses_a_kind_of_data_it_does_not_take():
     with pytest.raises(DataError, match="model linear takes real data; data set digits holds "
                                         "image data"):
         train(model, images, TrainConfig(epochs=1), progress=False)
+
+
+def test_config_device_must_match_the_data():
+    model, data = _fresh()
+    with pytest.raises(ConfigError, match="asks for device cuda but the data lives on cpu"):
+        train(model, data, TrainConfig(epochs=1, device="cuda"), progress=False)
