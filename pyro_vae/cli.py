@@ -28,7 +28,6 @@ from pyro_vae.train import TrainConfig, check_data, train
 
 log = logging.getLogger("pyro_vae")
 
-MODEL_FLAGS = ("latent_dim", "hidden", "activation", "likelihood", "beta")
 RESUMABLE = {"epochs", "device"}  # settings a resumed run may change
 
 
@@ -37,13 +36,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"pyro-vae: error: {message} (see {self.prog} --help)\n")
 
 
-def _hidden(text: str) -> tuple[int, ...]:
+def _int_tuple(text: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(int(s) for s in text.split(","))
+        return tuple(int(s) for s in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"hidden sizes are integers separated by commas, "
-                                         f"got {text!r}") from None
-    return sizes
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas (e.g. 200,200),"
+                                         f" got {text!r}") from None
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+MODEL_HELP = {
+    "latent_dim": "latent dimensions",
+    "hidden": "hidden layer sizes, e.g. 400 or 200,200",
+    "activation": "relu, tanh, softplus or elu",
+    "likelihood": "bernoulli (binary data) or gaussian",
+    "beta": "KL weight (beta-VAE); evaluation always uses 1",
+}
+
+
+def _model_settings() -> dict[str, tuple[type | None, str]]:
+    """Every field of every registered model's config: the CLI's model flags.
+
+    A new model's settings become ``--flags`` without touching this file."""
+    settings: dict[str, tuple[type | None, str]] = {}
+    for name, cls in MODELS.items():
+        for f in fields(cls.config_class):
+            parse, defaults = settings.get(f.name, (None, ""))
+            if parse is None:
+                kind = type(f.default)
+                parse = {tuple: _int_tuple, bool: _bool}.get(kind, kind)
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            defaults += f"{', ' if defaults else ''}{name} {shown}"
+            settings[f.name] = (parse, defaults)
+    return settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,11 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--num-particles", type=int, help="samples per data point (IWAE's K)")
     t.add_argument("--jit", action="store_const", const=True,
                    help="use Pyro's jit variant of the objective")
-    t.add_argument("--latent-dim", type=int, help="latent dimensions (vae default 50)")
-    t.add_argument("--hidden", type=_hidden, help="hidden layer sizes, e.g. 400 or 200,200")
-    t.add_argument("--activation", help="relu, tanh, softplus or elu")
-    t.add_argument("--likelihood", help="bernoulli (binary data) or gaussian")
-    t.add_argument("--beta", type=float, help="KL weight (beta-VAE), default 1")
+    for key, (parse, defaults) in _model_settings().items():
+        help_text = f"{MODEL_HELP.get(key, 'model setting')} (default: {defaults})"
+        t.add_argument(f"--{key.replace('_', '-')}", dest=f"model_{key}", type=parse,
+                       metavar=key.upper(), help=help_text)
     t.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATASET-TIME)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
@@ -113,7 +144,8 @@ def _cmd_train(args) -> int:
         raise ConfigError(f"--eval-samples must be >= 0, got {args.eval_samples}")
     if args.eval_samples:  # fail on a bad number now, not after training
         check_num_samples(args.eval_samples)
-    model_settings = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    model_settings = {k[len("model_"):]: v for k, v in vars(args).items()
+                      if k.startswith("model_") and v is not None}
     if args.resume:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN_DIR, the run to continue")

@@ -81,7 +81,7 @@ def _one_error_line(code, err, *fragments):
     (["train", "vae", "--num-particles", "0"], "num-particles must be at least 1"),
     (["train", "vae", "--lr", "-1"], "learning rate must be positive"),
     (["train", "vae", "--epochs", "x"], "invalid int value"),
-    (["train", "vae", "--hidden", "4,a"], "hidden sizes are integers"),
+    (["train", "vae", "--hidden", "4,a"], "expected integers separated by commas"),
     (["train", "vae", "--binarize", "none", "--dataset", "digits"], "not binary"),
     (["train", "linear", "--hidden", "4"], "model linear has no setting 'hidden'"),
     (["train", "vae", "--device", "tpu"], "unknown device 'tpu'"),
@@ -189,3 +189,30 @@ def test_interrupt_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
     assert code == 130 and "continue with --resume" in err
     assert (out / "checkpoint.pt").read_bytes() == before
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_a_new_models_config_fields_become_flags(tmp_path, capsys, monkeypatch):
+    from dataclasses import dataclass
+
+    from pyro_vae.models import MODELS
+    from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
+
+    @dataclass
+    class NoisyConfig(LinearGaussianConfig):
+        noise_floor: float = 1e-3
+        widths: tuple[int, ...] = (4,)
+
+    class Noisy(LinearGaussian):
+        name = "noisy"
+        config_class = NoisyConfig
+
+    monkeypatch.setitem(MODELS, "noisy", Noisy)
+    out = tmp_path / "n"
+    code, _, _ = _run(["train", "noisy", "--dataset", "linear-gaussian", "--noise-floor", "0.05",
+                       "--widths", "3,2", "--epochs", "1", "--eval-samples", "0",
+                       "--no-progress", "--out", out], capsys)
+    assert code == 0
+    saved = json.loads((out / "config.json").read_text())["model_config"]
+    assert saved == {"latent_dim": 2, "noise_floor": 0.05, "widths": [3, 2]}
+    code, _, err = _run(["train", "vae", "--noise-floor", "0.1"], capsys)
+    _one_error_line(code, err, "model vae has no setting 'noise_floor'")

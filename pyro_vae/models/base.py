@@ -15,7 +15,8 @@ Rules a new pair follows (``pyro_vae.testing.check_model_guide`` checks them):
 * the data points are a plate named ``"data"`` made by :meth:`LatentModel.data_plate`, which
   scales log-densities by ``num_data / len(x)`` when ``x`` is a minibatch of a data set of
   ``num_data`` points, so the ELBO of a minibatch is an unbiased estimate of the full-data ELBO;
-* local latent sites sit inside that plate, so per-data-point bounds (IWAE, log p(x)) exist;
+* every sample site sits inside that plate, so per-data-point bounds (IWAE, log p(x)) exist
+  (a global latent outside it trains, but ``pyro_vae.evaluate`` refuses it);
 * the observed site is named :attr:`observed_site` and its value is ``x``.
 """
 
@@ -40,7 +41,8 @@ class LatentModel(nn.Module, abc.ABC):
     Capability attributes (read by the CLI, the objectives and the evaluation code):
 
     * ``name``: the registry name (``pyro-vae train NAME``);
-    * ``config_class``: a ``@dataclass`` of the model's settings;
+    * ``config_class``: a ``@dataclass`` of the model's settings; each field is also a
+      ``pyro-vae train`` flag;
     * ``observed_site`` / ``latent_sites``: the sample sites of the model;
     * ``has_discrete_latents``: True when a latent is not reparameterizable;
     * ``is_conditional``: True when ``model``/``guide`` use the label ``y``;
