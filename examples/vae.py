@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from pyro_vae import RunFolder, TrainConfig, build_model, evaluate, load_dataset, set_seed, train
-from pyro_vae.plots import save_curves, save_reconstructions, save_samples
+from pyro_vae.plots import save_run_pictures
 from pyro_vae.runtime import resolve_device
 
 
@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = train(model, data, config, run)
     metrics = evaluate(model, data.test_x, num_samples=args.eval_samples, progress=True)
     run.update_metrics(metrics)
-    save_samples(model, run.file("samples.png"))
-    save_reconstructions(model, data.test_x, run.file("reconstructions.png"))
-    save_curves(result.history, run.file("curves.png"))
+    save_run_pictures(model, data, run.path, result.history)
     print(f"test ELBO {metrics['test_elbo']:.2f}  L_{metrics['iwae_k']} "
           f"{metrics['test_iwae']:.2f}  log p(x) {metrics['test_log_likelihood']:.2f} "
           f"+- {metrics['test_log_likelihood_stderr']:.2f}  ({args.eval_samples} samples); "

@@ -21,7 +21,7 @@ from pyro_vae.errors import ConfigError, RunFolderError, UserError, check_positi
 from pyro_vae.evaluate import check_num_samples, evaluate
 from pyro_vae.models import MODELS, build_model, get_model_class
 from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.plots import save_curves, save_reconstructions, save_samples
+from pyro_vae.plots import save_run_pictures, save_samples
 from pyro_vae.runs import RunFolder, load_trained
 from pyro_vae.runtime import resolve_device, set_seed
 from pyro_vae.train import TrainConfig, check_data, train
@@ -200,16 +200,9 @@ def _cmd_train(args) -> int:
         metrics |= evaluate(model, data.test_x, y_test, num_samples=args.eval_samples,
                             progress=not args.no_progress)
     metrics = run.update_metrics(metrics)
-    _pictures(model, data, run, result.history)
+    save_run_pictures(model, data, run.path, result.history)
     _print_summary(run, metrics)
     return 0
-
-
-def _pictures(model, data, run: RunFolder, history) -> None:
-    save_samples(model, run.file("samples.png"), reference=data.test_x)
-    save_reconstructions(model, data.test_x, run.file("reconstructions.png"))
-    if history:
-        save_curves(history, run.file("curves.png"), title=f"{model.name} on {data.name}")
 
 
 def _print_summary(run: RunFolder, m: dict) -> None:

@@ -98,6 +98,16 @@ def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     return _save_figure(fig, path)
 
 
+def save_run_pictures(model: LatentModel, data, folder: str | Path,
+                      history: list[dict] | None = None) -> None:
+    """The pictures of a run folder: ``samples.png``, ``reconstructions.png``, ``curves.png``."""
+    folder = Path(folder)
+    save_samples(model, folder / "samples.png", reference=data.test_x)
+    save_reconstructions(model, data.test_x, folder / "reconstructions.png")
+    if history:
+        save_curves(history, folder / "curves.png", title=f"{model.name} on {data.name}")
+
+
 def grid_image(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
     """A (3, H, W) grid of images, for notebooks."""
     return make_grid(images.cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1)

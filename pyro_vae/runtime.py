@@ -20,10 +20,15 @@ def set_seed(seed: int) -> None:
     pyro.set_rng_seed(seed)  # seeds torch (all devices) and Python's random again
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto|cpu|cuda[:N]`` -> :class:`torch.device`; a clear error where CUDA is absent."""
+def check_device_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     if not name.startswith("cuda:"):
         check_choice("device", name, DEVICES)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto|cpu|cuda[:N]`` -> :class:`torch.device`; a clear error where CUDA is absent."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

@@ -38,7 +38,7 @@ from pyro_vae.evaluate import mean_elbo
 from pyro_vae.models.base import LatentModel
 from pyro_vae.objectives import OBJECTIVES, make_objective
 from pyro_vae.runs import RunFolder
-from pyro_vae.runtime import DEVICES, rng_state, set_rng_state
+from pyro_vae.runtime import check_device_name, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ class TrainConfig:
         check_positive("learning rate", self.lr, integer=False)
         check_positive("adam eps", self.adam_eps, integer=False)
         check_choice("objective", self.objective, OBJECTIVES)
-        if not self.device.startswith("cuda:"):
-            check_choice("device", self.device, DEVICES)
+        check_device_name(self.device)
 
 
 @dataclass
