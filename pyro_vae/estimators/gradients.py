@@ -46,8 +46,9 @@ def gradient_draws(objective, model: LatentModel, x: torch.Tensor, params: list[
     for _ in range(num_draws):
         model.zero_grad(set_to_none=True)
         objective.loss_and_grads(model.model, model.guide, x, None, num_data=num_data)
-        rows.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p))
-                               .reshape(-1) for p in params]))
+        rows.append(torch.cat([x.new_zeros(0)] + [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+            for p in params]))
         if baseline_optim is not None:
             baseline_optim.step()
             baseline_optim.zero_grad(set_to_none=True)
