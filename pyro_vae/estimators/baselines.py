@@ -50,8 +50,10 @@ class NeuralBaselines(nn.Module):
     def net(self, site: str, x: torch.Tensor) -> nn.Module:
         if site not in self.nets:
             d = math.prod(x.shape[1:])
-            net = nn.Sequential(nn.Flatten(), nn.Linear(d, self.hidden), nn.Tanh(),
-                                nn.Linear(self.hidden, 1)).to(x.device)
+            devices = [x.device] if x.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # a resumed run draws the same numbers
+                net = nn.Sequential(nn.Flatten(), nn.Linear(d, self.hidden), nn.Tanh(),
+                                    nn.Linear(self.hidden, 1)).to(x.device)
             nn.init.zeros_(net[-1].weight)
             nn.init.zeros_(net[-1].bias)
             self.nets[site] = net
