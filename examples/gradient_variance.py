@@ -94,8 +94,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     labels = [f"{r['model']}: {r['estimator']}" for r in rows]
     colors = ["C0" if r["model"] == "bernoulli" else "C1" for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 1.5), sharey=True)
-    a.barh(labels, [max(r["total_variance"], 1e-12) for r in rows], color=colors)
+    positive = [r["total_variance"] for r in rows if r["total_variance"] > 0] or [1.0]
+    floor = min(positive) / 10
+    a.barh(labels, [max(r["total_variance"], floor) for r in rows], color=colors)
     a.set_xscale("log")
+    a.set_xlim(left=floor)
+    for i, r in enumerate(rows):
+        if r["total_variance"] == 0:
+            a.text(floor * 1.5, i, "0: no gradient at all", va="center")
     a.set_xlabel("total variance of the guide gradient (sum over coordinates)")
     b.barh(labels, [r["mean_snr"] for r in rows], color=colors)
     b.set_xlabel("mean signal-to-noise ratio |mean| / std per coordinate")

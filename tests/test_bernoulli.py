@@ -37,11 +37,12 @@ def test_iwae_refuses_it_and_baselines_belong_to_tracegraph():
         make_objective("vimco", 1)
 
 
-@pytest.mark.parametrize("objective,k,baseline", [
-    ("tracegraph", 1, "neural"), ("vimco", 4, "none"), ("rws", 4, "none")])
-def test_each_estimator_trains_it_and_the_bounds_are_ordered(objective, k, baseline):
+@pytest.mark.parametrize("objective,k,baseline,layers", [
+    ("tracegraph", 1, "neural", 1), ("vimco", 4, "none", 1), ("rws", 4, "none", 1),
+    ("tracegraph", 1, "neural", 2)])
+def test_each_estimator_trains_it_and_the_bounds_are_ordered(objective, k, baseline, layers):
     data = load_dataset("digits")
-    model = build_model("bernoulli", data.shape, latent_dim=20)
+    model = build_model("bernoulli", data.shape, latent_dim=20, layers=layers)
     result = train(model, data, TrainConfig(epochs=4, batch_size=64, lr=3e-3,
                                             objective=objective, num_particles=k,
                                             baseline=baseline), progress=False)
