@@ -134,11 +134,13 @@ def test_baselines_lower_the_guide_gradient_variance(tiny):
         optim = None
         if baseline == "neural":
             optim = torch.optim.Adam(objective.baselines.parameters(), lr=1e-2)
-            gradient_draws(objective, model, x, guide, 200, baseline_optim=optim)
-        draws = gradient_draws(objective, model, x, guide, 400, baseline_optim=optim)
+            gradient_draws(objective, model, x, guide, 150, baseline_optim=optim)
+        draws = gradient_draws(objective, model, x, guide, 300, baseline_optim=optim)
         variance[baseline] = summarize(baseline, draws).variance.sum().item()
-    assert variance["decaying"] < 0.7 * variance["none"]
-    assert variance["neural"] < variance["decaying"]
+    # on a fixed minibatch the decaying average is already one average per data point, so
+    # the neural correction adds little there; both must beat no baseline by far
+    assert variance["decaying"] < 0.3 * variance["none"]
+    assert variance["neural"] < 0.3 * variance["none"]
 
 
 def test_vimco_trains_a_bernoulli_guide_that_renyi_alpha0_leaves_unchanged(tiny):
