@@ -58,6 +58,7 @@ MODEL_HELP = {
     "activation": "relu, tanh, softplus or elu",
     "likelihood": "bernoulli (binary data) or gaussian",
     "beta": "KL weight (beta-VAE); evaluation always uses 1",
+    "layers": "stochastic layers of Bernoulli latents, 1 or 2",
 }
 
 
