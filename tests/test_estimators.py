@@ -6,11 +6,7 @@ are exact sums; autograd gives their exact gradients. Each estimator's mean over
 match what it is unbiased for within 4 standard errors, per parameter coordinate.
 """
 
-import itertools
-import math
-
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
@@ -18,12 +14,17 @@ from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro_vae.data import load_dataset
 from pyro_vae.estimators import RWS_ELBO, VIMCO_ELBO, DReG_IWAE_ELBO
 from pyro_vae.estimators.baselines import TraceGraphBaselineELBO
+from pyro_vae.estimators.exact import (
+    exact_elbo,
+    exact_gradient,
+    exact_iwae,
+    exact_wake_phi_target,
+)
 from pyro_vae.estimators.gradients import gradient_draws, guide_parameters, summarize
 from pyro_vae.models import build_model
 from pyro_vae.objectives import IWAE_ELBO
 
 K_LATENT, D = 3, 4
-STATES = torch.tensor(list(itertools.product([0.0, 1.0], repeat=K_LATENT)))  # (8, 3)
 
 
 @pytest.fixture
@@ -34,40 +35,6 @@ def tiny():
             p.normal_(0, 0.7)
     x = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]])
     return model, x
-
-
-def _log_p_log_q(model, x):
-    """log p(x, z) and log q(z | x) for every state z: two (len(x), 8) tensors."""
-    z = STATES.unsqueeze(1).expand(-1, len(x), -1)  # (8, B, 3)
-    prior = dist.Bernoulli(logits=model.prior_logits).log_prob(z).sum(-1)
-    lik = dist.Bernoulli(logits=model._x_logits(z)).log_prob(x).sum(-1)
-    log_q = dist.Bernoulli(logits=model.encoder(x)).log_prob(z).sum(-1)
-    return (prior + lik).T, log_q.T
-
-
-def exact_elbo(model, x):
-    log_p, log_q = _log_p_log_q(model, x)
-    return (log_q.exp() * (log_p - log_q)).sum()
-
-
-def exact_iwae(model, x, k):
-    """E[L_k] summed over data points: all 8^k particle combinations."""
-    log_p, log_q = _log_p_log_q(model, x)
-    idx = torch.tensor(list(itertools.product(range(len(STATES)), repeat=k)))  # (8^k, k)
-    log_w = (log_p - log_q)[:, idx]
-    prob = log_q[:, idx].sum(-1).exp()
-    return (prob * (torch.logsumexp(log_w, -1) - math.log(k))).sum()
-
-
-def exact_wake_phi_target(model, x):
-    """E_{p(z|x)}[log q(z|x)] with p(z|x) held fixed: its gradient is what wake-phi estimates."""
-    log_p, log_q = _log_p_log_q(model, x)
-    post = torch.softmax(log_p, -1).detach()
-    return (post * log_q).sum()
-
-
-def exact_grad(fn, params):
-    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(-fn(), params)])
 
 
 def assert_unbiased(draws, exact, n_se=4.0):
@@ -93,14 +60,14 @@ def test_score_function_gradients_are_unbiased_for_the_elbo(tiny, name, make):
         gradient_draws(objective, model, x, [], 1)
         optim = torch.optim.Adam(objective.baselines.parameters(), lr=1e-2)
     draws = gradient_draws(objective, model, x, _params(model), 600, baseline_optim=optim)
-    assert_unbiased(draws, exact_grad(lambda: exact_elbo(model, x), _params(model)))
+    assert_unbiased(draws, exact_gradient(lambda: exact_elbo(model, x), _params(model)))
 
 
 def test_vimco_is_unbiased_for_the_iwae_bound(tiny):
     model, x = tiny
     objective = VIMCO_ELBO(num_particles=3, max_plate_nesting=2)
     draws = gradient_draws(objective, model, x, _params(model), 1500)
-    assert_unbiased(draws, exact_grad(lambda: exact_iwae(model, x, 3), _params(model)))
+    assert_unbiased(draws, exact_gradient(lambda: exact_iwae(model, x, 3), _params(model)))
     bounds = torch.tensor([-objective.loss(model.model, model.guide, x) for _ in range(400)])
     stderr = bounds.std() / 20
     assert abs(bounds.mean() - exact_iwae(model, x, 3).item()) < 4 * stderr
@@ -112,9 +79,9 @@ def test_rws_wake_theta_is_unbiased_and_wake_phi_is_consistent(tiny):
     theta = [p for p in _params(model) if all(p is not q for q in guide)]
     draws = gradient_draws(RWS_ELBO(num_particles=3, max_plate_nesting=2), model, x, theta,
                            1000)
-    assert_unbiased(draws, exact_grad(lambda: exact_iwae(model, x, 3), theta))
+    assert_unbiased(draws, exact_gradient(lambda: exact_iwae(model, x, 3), theta))
     # wake-phi is self-normalized importance sampling: biased at small K, consistent as K grows
-    target = exact_grad(lambda: exact_wake_phi_target(model, x), guide)
+    target = exact_gradient(lambda: exact_wake_phi_target(model, x), guide)
     errors = {}
     for k in (2, 200):
         d = gradient_draws(RWS_ELBO(num_particles=k, max_plate_nesting=2), model, x, guide, 500)

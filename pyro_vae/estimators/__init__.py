@@ -6,7 +6,9 @@
 * :class:`~pyro_vae.estimators.baselines.TraceGraphBaselineELBO` -- ``TraceGraph_ELBO`` with a
   baseline chosen by name (none, decaying average, neural);
 * :mod:`~pyro_vae.estimators.gradients` -- many gradient draws of one minibatch: mean,
-  variance, signal-to-noise ratio.
+  variance, signal-to-noise ratio;
+* :mod:`~pyro_vae.estimators.exact` -- exact ELBO / E[L_k] of a small Bernoulli model by
+  enumeration, the ground truth of the tests.
 """
 
 from pyro_vae.estimators.dreg import DReG_IWAE_ELBO
