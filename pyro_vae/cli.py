@@ -58,6 +58,7 @@ MODEL_HELP = {
     "activation": "relu, tanh, softplus or elu",
     "likelihood": "bernoulli (binary data) or gaussian",
     "beta": "KL weight (beta-VAE); evaluation always uses 1",
+    "layers": "stochastic layers of Bernoulli latents, 1 or 2",
 }
 
 
@@ -99,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--num-particles", type=int, help="samples per data point (IWAE's K)")
     t.add_argument("--jit", action="store_const", const=True,
                    help="use Pyro's jit variant of the objective")
+    t.add_argument("--baseline", help="tracegraph's score-function baseline: none, decaying or "
+                   "neural (default none)")
+    t.add_argument("--baseline-lr", type=float,
+                   help=f"Adam learning rate of the neural baseline, default {d.baseline_lr}")
     for key, (parse, defaults) in _model_settings().items():
         help_text = f"{MODEL_HELP.get(key, 'model setting')} (default: {defaults})"
         t.add_argument(f"--{key.replace('_', '-')}", dest=f"model_{key}", type=parse,

@@ -34,6 +34,7 @@ from pyro_vae.errors import (
     check_choice,
     check_positive,
 )
+from pyro_vae.estimators.baselines import BASELINES, optim_args
 from pyro_vae.evaluate import mean_elbo
 from pyro_vae.models.base import LatentModel
 from pyro_vae.objectives import OBJECTIVES, make_objective
@@ -56,6 +57,8 @@ class TrainConfig:
     objective: str = "trace"
     num_particles: int = 1
     jit: bool = False
+    baseline: str = "none"  # tracegraph only: none, decaying or neural
+    baseline_lr: float = 1e-2  # Adam learning rate of the neural baseline
 
     def __post_init__(self) -> None:
         check_positive("epochs", self.epochs)
@@ -65,6 +68,11 @@ class TrainConfig:
         check_positive("adam eps", self.adam_eps, integer=False)
         check_choice("objective", self.objective, OBJECTIVES)
         check_device_name(self.device)
+        check_choice("baseline", self.baseline, BASELINES)
+        check_positive("baseline lr", self.baseline_lr, integer=False)
+        if self.baseline != "none" and self.objective != "tracegraph":
+            raise ConfigError(f"--baseline {self.baseline} applies to --objective tracegraph "
+                              f"only, not {self.objective}")
 
 
 @dataclass
@@ -133,8 +141,10 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
     model.to(data.device)
     check_data(model, data)
     elbo = make_objective(config.objective, config.num_particles,
-                          max_plate_nesting=model.max_plate_nesting, jit=config.jit)
-    optim = pyro.optim.Adam({"lr": config.lr, "eps": config.adam_eps})
+                          max_plate_nesting=model.max_plate_nesting, jit=config.jit,
+                          baseline=config.baseline)
+    optim = pyro.optim.Adam(optim_args(config.lr, config.adam_eps, config.baseline_lr
+                                       if config.baseline == "neural" else None))
     svi = SVI(model.model, model.guide, optim, elbo)
     n, nb = data.num_train, data.num_batches(config.batch_size)
     start_epoch, history, seconds = 0, [], 0.0

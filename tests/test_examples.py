@@ -13,6 +13,12 @@ TINY_ARGS = {
                "--eval-samples", "50"],
     "iwae_bounds.py": ["--epochs", "2", "--linear-epochs", "1", "--num-samples", "100",
                        "--points", "40"],
+    "bernoulli_latent.py": ["--dataset", "digits", "--epochs", "1", "--latent-dim", "8",
+                            "--num-particles", "2", "--eval-samples", "10",
+                            "--estimators", "no-baseline,neural,vimco"],
+    "gradient_variance.py": ["--dataset", "digits", "--train-epochs", "1", "--draws", "5",
+                             "--warmup", "3", "--batch-size", "8"],
+    "pathwise_vs_score.py": ["--steps", "10"],
 }
 
 
