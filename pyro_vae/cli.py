@@ -167,6 +167,8 @@ def _cmd_train(args) -> int:
         config = _train_config(args)
         name, dataset, binarize = args.model, args.dataset or "mnist-5k", args.binarize
         get_model_class(name)  # an unknown name fails before any data is loaded
+        if args.objective is None and get_model_class(name).has_discrete_latents:
+            config = TrainConfig(**{**asdict(config), "objective": "enum"})  # sum them out
         out = args.out or Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = RunFolder(out)
         if run.is_run() or run.has_checkpoint():

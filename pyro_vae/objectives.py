@@ -5,6 +5,9 @@
                  sites are reparameterizable, score-function terms otherwise.
 ``meanfield``    :class:`pyro.infer.TraceMeanField_ELBO` -- the KL(q || p) term analytically.
 ``iwae``         :class:`IWAE_ELBO` -- the importance-weighted bound L_K (Burda et al. 2016).
+``enum``         :class:`pyro.infer.TraceEnum_ELBO` -- sums out discrete sites marked for
+                 parallel enumeration (``config_enumerate``) exactly, e.g. a mixture's
+                 assignment, so a mixture trains on its exact marginal likelihood.
 ===============  ==========================================================================
 
 ``trace`` and ``meanfield`` have jit variants (``jit=True``: ``JitTrace_ELBO``,
@@ -114,6 +117,7 @@ OBJECTIVES: dict[str, tuple[Callable[..., ELBO], Callable[..., ELBO] | None]] = 
     "trace": (infer.Trace_ELBO, infer.JitTrace_ELBO),
     "meanfield": (infer.TraceMeanField_ELBO, infer.JitTraceMeanField_ELBO),
     "iwae": (IWAE_ELBO, None),
+    "enum": (infer.TraceEnum_ELBO, infer.JitTraceEnum_ELBO),
 }
 
 

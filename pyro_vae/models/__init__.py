@@ -10,12 +10,14 @@ from typing import Any
 
 from pyro_vae.errors import check_choice
 from pyro_vae.models.base import LatentModel
+from pyro_vae.models.gmm import GMM, GMMConfig
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.vae import VAE, VAEConfig
 
 MODELS: dict[str, type[LatentModel]] = {
     "vae": VAE,
     "linear": LinearGaussian,
+    "gmm": GMM,
 }
 
 
@@ -31,4 +33,4 @@ def build_model(name: str, data_shape: tuple[int, ...], **settings: Any) -> Late
 
 
 __all__ = ["MODELS", "LatentModel", "VAE", "VAEConfig", "LinearGaussian",
-           "LinearGaussianConfig", "build_model", "get_model_class"]
+           "LinearGaussianConfig", "build_model", "get_model_class", "GMM", "GMMConfig"]
