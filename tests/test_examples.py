@@ -13,6 +13,8 @@ TINY_ARGS = {
                "--eval-samples", "50"],
     "iwae_bounds.py": ["--epochs", "2", "--linear-epochs", "1", "--num-samples", "100",
                        "--points", "40"],
+    "likelihood_estimators.py": ["--gmm-epochs", "5", "--vae-epochs", "1", "--points", "10",
+                                 "--ks", "1,10", "--replicates", "2"],
 }
 
 
