@@ -15,12 +15,15 @@ NetCDF             ``InferenceData.to_netcdf``     ``DataTree.to_netcdf(engine="
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import arviz as az
-import matplotlib
-import numpy as np
-import pandas as pd
+logging.getLogger("arviz.preview").setLevel(logging.WARNING)  # 0.23 logs its imports at INFO
+
+import arviz as az  # noqa: E402
+import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -253,6 +253,16 @@ class GMM(LatentModel):
         with self.data_plate(x, num_data):
             pyro.sample("assignment", dist.Categorical(logits=resp), infer=ENUM)
 
+    def collapsed_model(self, x, y=None, num_data=None):
+        """:meth:`model` with the assignment summed out by hand (``pyro.factor`` of
+        log p(x_n | theta)): the same posterior over the parameters, no enumeration machinery
+        (NUTS runs several times faster on it)."""
+        pyro.module(self.name, self)
+        logits, locs, scales = self._theta(x)
+        with self.data_plate(x, num_data):
+            pyro.factor("x_marginal", torch.logsumexp(
+                self._component_log_probs(x, logits, locs, scales), -1))
+
     # -- exact quantities -------------------------------------------------------------------
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x_n) for each row of ``x`` (ML mode)."""
