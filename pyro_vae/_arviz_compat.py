@@ -63,7 +63,8 @@ def from_netcdf(path: str | Path):
 
 def psis_khat(log_ratios: np.ndarray) -> np.ndarray:
     """Pareto k-hat of importance weights, one per row of ``log_ratios`` (rows: data points,
-    columns: draws), from ArviZ's PSIS (Vehtari et al. 2024; Yao et al. 2018 for guides)."""
+    columns: draws), from ArviZ's PSIS (Vehtari et al. 2024; Yao et al. 2018 for guides).
+    Rows whose weights are all equal (to 1e-4 in log) get -inf: a perfect proposal."""
     log_ratios = np.asarray(log_ratios, dtype=np.float64)
     if ARVIZ_1:
         from arviz_stats.base import array_stats
@@ -71,7 +72,10 @@ def psis_khat(log_ratios: np.ndarray) -> np.ndarray:
         _, khat = array_stats.psislw(-log_ratios, r_eff=1.0, axis=-1)
     else:
         _, khat = az.psislw(log_ratios, reff=1.0)
-    return np.asarray(khat, dtype=np.float64).reshape(log_ratios.shape[:-1])
+    khat = np.array(khat, dtype=np.float64).reshape(log_ratios.shape[:-1])
+    # equal weights (a guide equal to the posterior): no tail to fit; 1.x gives NaN there
+    khat[np.ptp(log_ratios, axis=-1) < 1e-4] = -np.inf
+    return khat
 
 
 def summary(data, var_names: list[str] | None = None, hdi_prob: float = 0.94) -> pd.DataFrame:
@@ -82,7 +86,7 @@ def summary(data, var_names: list[str] | None = None, hdi_prob: float = 0.94) ->
         pct = round(100 * hdi_prob)
         low, high = f"hdi{pct}_lb", f"hdi{pct}_ub"
     else:
-        table = az.summary(data, var_names=var_names, hdi_prob=hdi_prob)
+        table = az.summary(data, var_names=var_names, hdi_prob=hdi_prob, round_to="none")
         tail = 100 * (1 - hdi_prob) / 2
         low, high = f"hdi_{tail:g}%", f"hdi_{100 - tail:g}%"
     table = pd.DataFrame(table).rename(columns={low: "hdi_low", high: "hdi_high"})

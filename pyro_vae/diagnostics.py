@@ -180,7 +180,8 @@ def diagnose(run_dir: str | Path, points: int = 200, draws: int = 1000, ppc_draw
     for kind in ("posterior", "trace", "pair"):
         azc.save_plot(kind, idata, folder / f"{kind}.png", var_names=[first], coords=shown)
     metrics = {"diagnose_points": int(x.shape[0]), "diagnose_draws": draws,
-               "khat": [round(float(k), 4) for k in khat], **khat_summary(khat)}
+               "khat": [round(float(k), 4) if np.isfinite(k) else None for k in khat],
+               **khat_summary(khat)}
     if nuts and len(model.latent_sites) == 1:
         if not 0 <= nuts_point < x.shape[0]:
             raise ConfigError(f"--nuts-point must be in 0..{x.shape[0] - 1}, got {nuts_point}")
