@@ -24,7 +24,7 @@ import pandas as pd
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import MCMC, NUTS
+from pyro.infer import MCMC, NUTS, SVI, TraceEnum_ELBO
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
 from pyro_vae import _arviz_compat as azc
@@ -93,6 +93,18 @@ def gmm_quantities(sites: dict[str, np.ndarray], num_components: int, dim: int
         means = np.concatenate([means, sites["loc_rest"]], -1)
     weights = sites.get("weights", np.full(lead + (num_components,), 1.0 / num_components))
     return {"weights": np.asarray(weights), "means": means, "scale": np.asarray(sites["scale"])}
+
+
+def fit_svi(model: LatentModel, x: torch.Tensor, steps: int = 2000, lr: float = 0.02,
+            max_plate_nesting: int = 1) -> list[float]:
+    """Full-batch SVI with the ``enum`` objective for a model with global latents (the
+    Bayesian GMM), whose per-point test ELBO :func:`pyro_vae.train.train` cannot compute.
+    Returns the loss per data point at each step."""
+    check_positive("steps", steps)
+    elbo = TraceEnum_ELBO(max_plate_nesting=max_plate_nesting)
+    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": lr}), elbo)
+    model.train()
+    return [svi.step(x) / x.shape[0] for _ in range(steps)]
 
 
 def _check_bayesian(model: GMM) -> None:

@@ -15,6 +15,8 @@ TINY_ARGS = {
                        "--points", "40"],
     "likelihood_estimators.py": ["--gmm-epochs", "5", "--vae-epochs", "1", "--points", "10",
                                  "--ks", "1,10", "--replicates", "2"],
+    "gmm.py": ["--epochs", "5", "--svi-steps", "5", "--nuts-points", "60", "--nuts-samples",
+               "10", "--nuts-warmup", "10"],
 }
 
 
