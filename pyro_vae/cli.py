@@ -284,13 +284,12 @@ def _cmd_diagnose(args) -> int:
                  chains=args.chains, seed=args.seed, device=resolve_device(args.device))
     print(f"run: {args.run}")
     print(f"  k-hat over {m['diagnose_points']} points: {m['khat_good']} good (<0.5), "
-          f"{m['khat_ok']} usable, {m['khat_bad']} poor (>0.7); max {m['khat_max']:.2f}")
+          f"{m['khat_ok']} usable, {m['khat_bad']} poor (>0.7); max {m['khat_max']}")
     if "nuts_rhat_max" in m:
         print(f"  NUTS on point {m['nuts_point']}: max R-hat {m['nuts_rhat_max']:.3f}, min bulk "
               f"ESS {m['nuts_ess_bulk_min']:.0f}; guide sd / NUTS sd "
               f"{m['nuts_vs_guide_sd_ratio_mean']:.2f} on average")
-    print(f"  wrote posterior.nc, khat.png, posterior.png, trace.png, pair.png"
-          f"{', nuts_vs_guide.png' if 'nuts_rhat_max' in m else ''} and metrics.json")
+    print(f"  wrote posterior.nc, {', '.join(m['diagnose_plots'])} and metrics.json")
     return 0
 
 

@@ -123,10 +123,12 @@ def guide_khat(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = Non
 def khat_summary(khat: np.ndarray) -> dict:
     """Counts in Yao et al.'s bands and the extremes."""
     khat = np.asarray(khat)
+    finite = khat[np.isfinite(khat)]  # -inf: equal weights, the guide is the posterior
     return {"khat_good": int((khat < KHAT_GOOD).sum()),
             "khat_ok": int(((khat >= KHAT_GOOD) & (khat <= KHAT_OK)).sum()),
             "khat_bad": int((khat > KHAT_OK).sum()),
-            "khat_max": float(np.max(khat)), "khat_median": float(np.median(khat))}
+            "khat_max": round(float(np.max(finite)), 4) if finite.size else None,
+            "khat_median": round(float(np.median(finite)), 4) if finite.size else None}
 
 
 def save_khat_plot(khat: np.ndarray, path: str | Path, title: str = "") -> Path:
@@ -134,8 +136,10 @@ def save_khat_plot(khat: np.ndarray, path: str | Path, title: str = "") -> Path:
     plt = azc.plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
     color = np.where(khat > KHAT_OK, "C3", np.where(khat >= KHAT_GOOD, "C1", "C0"))
-    a.scatter(np.arange(len(khat)), khat, c=color, s=10)
-    b.hist(khat, bins=30, orientation="horizontal", color="0.5")
+    shown = np.where(np.isfinite(khat), khat, np.nan)  # -inf (exact guide) is not drawn
+    a.scatter(np.arange(len(khat)), shown, c=color, s=10)
+    if np.isfinite(shown).any():
+        b.hist(shown[np.isfinite(shown)], bins=30, orientation="horizontal", color="0.5")
     for ax in (a, b):
         for level, c in ((KHAT_GOOD, "C1"), (KHAT_OK, "C3")):
             ax.axhline(level, color=c, ls="--", lw=1)
@@ -175,14 +179,19 @@ def diagnose(run_dir: str | Path, points: int = 200, draws: int = 1000, ppc_draw
     shown = {"point": [0]}
     per_point = idata["posterior"][first] if azc.ARVIZ_1 else idata.posterior[first]
     extra = [d for d in per_point.dims if d.startswith(f"{first}_dim_")]
-    if extra:
+    if extra:  # the first few dimensions of point 0
         shown[extra[0]] = list(range(min(4, per_point.sizes[extra[0]])))
-    for kind in ("posterior", "trace", "pair"):
-        azc.save_plot(kind, idata, folder / f"{kind}.png", var_names=[first], coords=shown)
+    else:  # a scalar latent: the first few points (a pair plot needs two variables)
+        shown["point"] = list(range(min(4, x.shape[0])))
+    plots = ["khat.png"]
+    if not model.has_discrete_latents:  # KDE-based ArviZ plots need continuous draws
+        for kind in ("posterior", "trace", "pair"):
+            azc.save_plot(kind, idata, folder / f"{kind}.png", var_names=[first], coords=shown)
+            plots.append(f"{kind}.png")
     metrics = {"diagnose_points": int(x.shape[0]), "diagnose_draws": draws,
                "khat": [round(float(k), 4) if np.isfinite(k) else None for k in khat],
-               **khat_summary(khat)}
-    if nuts and len(model.latent_sites) == 1:
+               **khat_summary(khat), "diagnose_plots": plots}
+    if nuts and len(model.latent_sites) == 1 and not model.has_discrete_latents:
         if not 0 <= nuts_point < x.shape[0]:
             raise ConfigError(f"--nuts-point must be in 0..{x.shape[0] - 1}, got {nuts_point}")
         xi = x[nuts_point:nuts_point + 1]
@@ -192,6 +201,7 @@ def diagnose(run_dir: str | Path, points: int = 200, draws: int = 1000, ppc_draw
         table = compare_posteriors(ref, svi, folder / "nuts_vs_guide.png",
                                    title=f"{first} of test point {nuts_point}: NUTS vs guide")
         summ = azc.summary(azc.from_dict({"posterior": ref}))
+        plots.append("nuts_vs_guide.png")
         metrics |= {"nuts_point": nuts_point, "nuts_chains": chains,
                     "nuts_rhat_max": float(summ["r_hat"].max()),
                     "nuts_ess_bulk_min": float(summ["ess_bulk"].min()),

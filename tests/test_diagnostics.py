@@ -134,3 +134,14 @@ def test_cli_diagnose_writes_netcdf_khat_and_plots(tmp_path, capsys):
     assert main(["diagnose", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no checkpoint" in err[0]
+
+
+def test_cli_diagnose_on_a_gmm_run_with_an_exact_guide(tmp_path, capsys):
+    run = tmp_path / "gmm"
+    assert main(["train", "gmm", "--dataset", "gmm-2d", "--epochs", "3", "--batch-size", "1500",
+                 "--eval-samples", "50", "--no-progress", "--out", str(run)]) == 0
+    assert main(["diagnose", str(run), "--points", "10", "--draws", "100"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())  # strict JSON: no -Infinity
+    assert metrics["khat"] == [None] * 10 and metrics["khat_good"] == 10
+    assert "nuts_rhat_max" not in metrics  # a discrete latent: no NUTS reference
+    assert idata_values(azc.from_netcdf(run / "posterior.nc"), "assignment").shape == (1, 100, 10)
