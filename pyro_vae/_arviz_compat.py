@@ -66,15 +66,20 @@ def psis_khat(log_ratios: np.ndarray) -> np.ndarray:
     columns: draws), from ArviZ's PSIS (Vehtari et al. 2024; Yao et al. 2018 for guides).
     Rows whose weights are all equal (to 1e-4 in log) get -inf: a perfect proposal."""
     log_ratios = np.asarray(log_ratios, dtype=np.float64)
-    if ARVIZ_1:
-        from arviz_stats.base import array_stats
+    rows = log_ratios.reshape(-1, log_ratios.shape[-1])
+    khat = np.full(rows.shape[0], -np.inf)
+    # equal weights (a guide equal to the posterior) have no tail to fit: -inf, and skipped
+    # (arviz 1.x raises or returns NaN on them)
+    fit = np.ptp(rows, axis=-1) >= 1e-4
+    if fit.any():
+        if ARVIZ_1:
+            from arviz_stats.base import array_stats
 
-        _, khat = array_stats.psislw(-log_ratios, r_eff=1.0, axis=-1)
-    else:
-        _, khat = az.psislw(log_ratios, reff=1.0)
-    khat = np.array(khat, dtype=np.float64).reshape(log_ratios.shape[:-1])
-    # equal weights (a guide equal to the posterior): no tail to fit; 1.x gives NaN there
-    khat[np.ptp(log_ratios, axis=-1) < 1e-4] = -np.inf
+            _, k = array_stats.psislw(-rows[fit], r_eff=1.0, axis=-1)
+        else:
+            _, k = az.psislw(rows[fit], reff=1.0)
+        khat[fit] = np.asarray(k, dtype=np.float64).reshape(-1)
+    khat = khat.reshape(log_ratios.shape[:-1])
     return khat
 
 
