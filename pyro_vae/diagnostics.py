@@ -166,14 +166,18 @@ def diagnose(run_dir: str | Path, points: int = 200, draws: int = 1000, ppc_draw
     from pyro_vae.runtime import set_seed
 
     check_positive("--points", points)
+    if draws < 100:
+        raise ConfigError(f"--draws must be at least 100 for k-hat, got {draws}")
     model, data, _, _ = load_trained(run_dir, device)
     set_seed(seed)
     x = data.test_x[:points]
+    if nuts and not 0 <= nuts_point < x.shape[0]:
+        raise ConfigError(f"--nuts-point must be in 0..{x.shape[0] - 1}, got {nuts_point}")
     y = data.test_y[:points] if model.is_conditional and data.test_y is not None else None
     folder = Path(run_dir)
     idata = guide_inference_data(model, x, y, draws, min(ppc_draws, draws))
     azc.to_netcdf(idata, folder / NETCDF)
-    khat = guide_khat(model, x, y, max(draws, 100))
+    khat = guide_khat(model, x, y, draws)
     save_khat_plot(khat, folder / "khat.png")
     first = list(model.latent_sites)[0]
     shown = {"point": [0]}
@@ -192,8 +196,6 @@ def diagnose(run_dir: str | Path, points: int = 200, draws: int = 1000, ppc_draw
                "khat": [round(float(k), 4) if np.isfinite(k) else None for k in khat],
                **khat_summary(khat), "diagnose_plots": plots}
     if nuts and len(model.latent_sites) == 1 and not model.has_discrete_latents:
-        if not 0 <= nuts_point < x.shape[0]:
-            raise ConfigError(f"--nuts-point must be in 0..{x.shape[0] - 1}, got {nuts_point}")
         xi = x[nuts_point:nuts_point + 1]
         yi = None if y is None else y[nuts_point:nuts_point + 1]
         ref = latent_nuts_reference(model, xi, yi, nuts_samples, nuts_warmup, chains, seed)

@@ -129,6 +129,9 @@ def test_cli_diagnose_writes_netcdf_khat_and_plots(tmp_path, capsys):
     assert metrics["khat_good"] + metrics["khat_ok"] + metrics["khat_bad"] == 8
     data = azc.from_netcdf(run / "posterior.nc")
     assert idata_values(data, "z").shape == (1, 200, 8, 2)
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--points", "8", "--nuts-point", "8"]) == 2
+    assert "--nuts-point must be in 0..7" in capsys.readouterr().err
     (run / "checkpoint.pt").unlink()
     capsys.readouterr()
     assert main(["diagnose", str(run)]) == 2
