@@ -100,3 +100,16 @@ def test_cli_trains_gmm_with_the_enum_objective_by_default(tmp_path, capsys):
     assert main(["train", "gmm", "--dataset", "digits", "--epochs", "1", "--no-progress",
                  "--out", str(tmp_path / "bad")]) == 2
     assert "vectors" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+def test_gmm_trains_and_estimates_on_cuda():
+    from pyro_vae.likelihood import estimate_log_likelihood
+
+    data = load_dataset("gmm-2d", device="cuda")
+    model = build_model("gmm", data.shape).to("cuda")
+    train(model, data, TrainConfig(epochs=50, batch_size=1500, lr=0.05, objective="enum",
+                                   device="cuda"), progress=False)
+    res = estimate_log_likelihood(model, data.test_x[:20], ks=(1, 10), replicates=2)
+    assert res["exact"] == pytest.approx(model.log_marginal(data.test_x[:20]).mean().item())
+    assert model.assignments(data.test_x).device.type == "cuda"

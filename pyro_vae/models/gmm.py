@@ -183,7 +183,7 @@ class GMM(LatentModel):
         with torch.no_grad(), poutine.block():
             tr = poutine.trace(self._guide_globals).get_trace(self.q_conc)
         mean = {n: s["fn"].mean for n, s in tr.nodes.items() if s["type"] == "sample"}
-        weights = mean.get("weights", torch.full((self.K,), 1.0 / self.K))
+        weights = mean.get("weights", torch.full((self.K,), 1.0 / self.K, device=self.device))
         first = mean["loc_first"]
         firsts = first + torch.cat([first.new_zeros(1), mean["loc_gaps"].cumsum(-1)]) \
             if self.K > 1 else first.expand(1)
