@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command: train, evaluate, sample, list.
+"""The ``pyro-vae`` command: train, evaluate, sample, list, diagnose.
 
 Every error a user can cause ends as one line on stderr and exit status 2; nothing already
 written is damaged (files are replaced atomically).
@@ -129,6 +129,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
 
     sub.add_parser("list", help="the registered models, objectives and data sets")
+
+    g = sub.add_parser("diagnose", help="ArviZ diagnostics of a run's guide: NetCDF, PSIS "
+                       "k-hat per point, NUTS reference for one point, PNG plots")
+    g.add_argument("run", type=Path, help="a run folder")
+    g.add_argument("--points", type=int, default=200, help="test points (default 200)")
+    g.add_argument("--draws", type=int, default=1000, help="guide draws per point (1000)")
+    g.add_argument("--ppc-draws", type=int, default=20,
+                   help="posterior predictive draws kept in the NetCDF file (20)")
+    g.add_argument("--nuts-point", type=int, default=0, help="test point of the NUTS reference")
+    g.add_argument("--nuts-samples", type=int, default=500, help="NUTS draws per chain (500)")
+    g.add_argument("--nuts-warmup", type=int, default=300, help="NUTS warm-up steps (300)")
+    g.add_argument("--chains", type=int, default=2, help="NUTS chains, run in turn (2)")
+    g.add_argument("--no-nuts", action="store_true", help="skip the NUTS reference")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto")
     return p
 
 
@@ -172,6 +187,8 @@ def _cmd_train(args) -> int:
         config = _train_config(args)
         name, dataset, binarize = args.model, args.dataset or "mnist-5k", args.binarize
         get_model_class(name)  # an unknown name fails before any data is loaded
+        if args.objective is None and get_model_class(name).has_discrete_latents:
+            config = TrainConfig(**{**asdict(config), "objective": "enum"})  # sum them out
         out = args.out or Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = RunFolder(out)
         if run.is_run() or run.has_checkpoint():
@@ -258,8 +275,32 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _cmd_diagnose(args) -> int:
+    run = RunFolder(args.run)
+    run.read_config()  # a folder that is not a run, or has no checkpoint, fails before any work
+    if not run.has_checkpoint():
+        raise RunFolderError(f"{args.run} has no checkpoint; train it first "
+                             f"(pyro-vae train MODEL --out {args.run})")
+    from pyro_vae.diagnostics import diagnose
+
+    m = diagnose(args.run, points=args.points, draws=args.draws, ppc_draws=args.ppc_draws,
+                 nuts=not args.no_nuts, nuts_point=args.nuts_point,
+                 nuts_samples=args.nuts_samples, nuts_warmup=args.nuts_warmup,
+                 chains=args.chains, seed=args.seed, device=resolve_device(args.device))
+    print(f"run: {args.run}")
+    print(f"  k-hat over {m['diagnose_points']} points: {m['khat_good']} good (<0.5), "
+          f"{m['khat_ok']} usable, {m['khat_bad']} poor (>0.7); max {m['khat_max']}")
+    if "nuts_rhat_max" in m:
+        print(f"  NUTS on point {m['nuts_point']}: max R-hat {m['nuts_rhat_max']:.3f}, min bulk "
+              f"ESS {m['nuts_ess_bulk_min']:.0f}; guide sd / NUTS sd "
+              f"{m['nuts_vs_guide_sd_ratio_mean']:.2f} on average")
+    print(f"  wrote posterior.nc, {', '.join(m['diagnose_plots'])} and metrics.json")
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
             "list": _cmd_list}
+COMMANDS["diagnose"] = _cmd_diagnose
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ Registry (``pyro-vae list`` prints it):
 ``fashion-mnist``  torchvision's Fashion-MNIST, likewise.
 ``linear-gaussian`` synthetic data of a probabilistic-PCA model (10-D, 2 latent), seeded;
                    real valued, the generating parameters are known.
+``gmm-2d``         the lectures' 2-D mixture of 3 Gaussians (full covariances), seeded;
+                   1,500 / 500 points, the generating parameters are known.
 =================  =======================================================================
 
 Binarization of grey-value images (IWAE's published numbers use ``dynamic``):
@@ -203,12 +205,13 @@ DATASETS: dict[str, Callable[[], RawData]] = {
     "mnist": _torchvision_loader("MNIST", "MNIST"),
     "fashion-mnist": _torchvision_loader("FashionMNIST", "Fashion-MNIST"),
     "linear-gaussian": _load_linear_gaussian,
+    "gmm-2d": lambda: _load_gmm_2d(),
 }
 
 
 def default_binarization(name: str) -> str:
     """``dynamic`` for grey-value images, ``none`` for real-valued data."""
-    return "none" if name == "linear-gaussian" else "dynamic"
+    return "none" if name in ("linear-gaussian", "gmm-2d") else "dynamic"
 
 
 def load_dataset(name: str, *, binarize: str | None = None,
@@ -237,3 +240,49 @@ def load_dataset(name: str, *, binarize: str | None = None,
         train_x = _bernoulli(train_x, FIXED_BINARIZATION_SEED)
     return Dataset(name, train_x, tensor(raw.train_y), test_x, tensor(raw.test_y), raw.kind,
                    binarize)
+
+
+def gmm_2d_parameters() -> dict:
+    """Generating parameters of ``gmm-2d``: weights (3,), means (3, 2), covariances (3, 2, 2)."""
+    return {
+        "weights": torch.tensor([0.3, 0.45, 0.25]),
+        "means": torch.tensor([[-4.0, 0.0], [0.0, 3.0], [3.5, -1.5]]),
+        "covariances": torch.tensor([[[1.0, 0.5], [0.5, 0.8]],
+                                     [[1.2, -0.6], [-0.6, 0.9]],
+                                     [[0.6, 0.0], [0.0, 1.5]]]),
+    }
+
+
+def sample_gmm(weights: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor,
+               num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num`` points of a Gaussian mixture and their component labels, from a private seed."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.multinomial(weights, num, replacement=True, generator=gen)
+    tril = torch.linalg.cholesky(covariances)
+    eps = torch.randn(num, means.shape[1], generator=gen)
+    x = means[labels] + (tril[labels] @ eps.unsqueeze(-1)).squeeze(-1)
+    return x, labels
+
+
+@cache
+def _load_gmm_2d() -> RawData:
+    x, labels = sample_gmm(**gmm_2d_parameters(), num=2000, seed=5)
+    x, labels = x.numpy().astype(np.float32), labels.numpy()
+    return RawData(x[:1500], labels[:1500], x[1500:], labels[1500:], "real")
+
+
+def tensor_dataset(train_x: torch.Tensor, test_x: torch.Tensor | None = None,
+                   name: str = "tensor", kind: str = "real") -> Dataset:
+    """A :class:`Dataset` from a user's own tensors (no binarization; test = train if not given).
+
+    ``train_x`` has one data point per row; the data stay on ``train_x``'s device.
+    """
+    check_choice("data kind", kind, ("real", "image"))
+    train_x = torch.as_tensor(train_x, dtype=torch.get_default_dtype())
+    if train_x.dim() < 2 or train_x.shape[0] < 1:
+        raise DataError(f"expected a tensor of shape (num_points, ...), got {tuple(train_x.shape)}")
+    test_x = train_x if test_x is None else torch.as_tensor(test_x, dtype=train_x.dtype)
+    if tuple(test_x.shape[1:]) != tuple(train_x.shape[1:]):
+        raise DataError(f"test points have shape {tuple(test_x.shape[1:])}, training points "
+                        f"{tuple(train_x.shape[1:])}")
+    return Dataset(name, train_x, None, test_x.to(train_x.device), None, kind, "none")

@@ -12,6 +12,9 @@
                  function with leave-one-out control variates (Mnih & Rezende 2016).
 ``iwae-dreg``    :class:`~pyro_vae.estimators.dreg.DReG_IWAE_ELBO` -- L_K with doubly
                  reparameterized guide gradients (Tucker et al. 2019).
+``enum``         :class:`pyro.infer.TraceEnum_ELBO` -- sums out discrete sites marked for
+                 parallel enumeration (``config_enumerate``) exactly, e.g. a mixture's
+                 assignment, so a mixture trains on its exact marginal likelihood.
 ===============  ==========================================================================
 
 ``trace`` and ``meanfield`` have jit variants (``jit=True``: ``JitTrace_ELBO``,
@@ -129,6 +132,7 @@ OBJECTIVES: dict[str, tuple[Callable[..., ELBO], Callable[..., ELBO] | None]] = 
     "rws": (RWS_ELBO, None),
     "vimco": (VIMCO_ELBO, None),
     "iwae-dreg": (DReG_IWAE_ELBO, None),
+    "enum": (infer.TraceEnum_ELBO, infer.JitTraceEnum_ELBO),
 }
 MULTI_SAMPLE = ("iwae", "rws", "vimco", "iwae-dreg")  # K is the bound's K, always vectorized
 

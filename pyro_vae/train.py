@@ -159,6 +159,9 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
             log.info("the run already has %d epochs; nothing to train", start_epoch)
     else:
         pyro.clear_param_store()
+        init = getattr(model, "init_from_data", None)  # e.g. k-means++ for a mixture
+        if init is not None:
+            init(data.train_x)
 
     train_elbo = history[-1]["train_elbo"] if history else math.nan
     bar = tqdm(total=config.epochs * nb, initial=start_epoch * nb, disable=not progress,

@@ -19,6 +19,10 @@ TINY_ARGS = {
     "gradient_variance.py": ["--dataset", "digits", "--train-epochs", "1", "--draws", "5",
                              "--warmup", "3", "--batch-size", "8"],
     "pathwise_vs_score.py": ["--steps", "10"],
+    "likelihood_estimators.py": ["--gmm-epochs", "5", "--vae-epochs", "1", "--points", "10",
+                                 "--ks", "1,10", "--replicates", "2"],
+    "gmm.py": ["--epochs", "5", "--svi-steps", "5", "--nuts-points", "60", "--nuts-samples",
+               "10", "--nuts-warmup", "10"],
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from pyro_vae.errors import check_choice
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.bernoulli import BernoulliConfig, BernoulliLatent
+from pyro_vae.models.gmm import GMM, GMMConfig
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.vae import VAE, VAEConfig
 
@@ -18,6 +19,7 @@ MODELS: dict[str, type[LatentModel]] = {
     "vae": VAE,
     "linear": LinearGaussian,
     "bernoulli": BernoulliLatent,
+    "gmm": GMM,
 }
 
 
@@ -34,4 +36,4 @@ def build_model(name: str, data_shape: tuple[int, ...], **settings: Any) -> Late
 
 __all__ = ["MODELS", "LatentModel", "VAE", "VAEConfig", "LinearGaussian",
            "LinearGaussianConfig", "build_model", "get_model_class", "BernoulliLatent",
-           "BernoulliConfig"]
+           "BernoulliConfig", "GMM", "GMMConfig"]
