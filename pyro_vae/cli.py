@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--adam-eps", type=float, help=f"Adam epsilon, default {d.adam_eps}")
     t.add_argument("--seed", type=int, help=f"seeds torch, Pyro, NumPy; default {d.seed}")
     t.add_argument("--device", help="auto (CUDA when present), cpu or cuda; default auto")
-    t.add_argument("--objective", help=f"one of: {', '.join(OBJECTIVES)} (default trace)")
+    t.add_argument("--objective", help=f"one of: {', '.join(OBJECTIVES)}; default: the model's "
+                   "own (enum for gmm, tracegraph for bernoulli, trace otherwise)")
     t.add_argument("--num-particles", type=int, help="samples per data point (IWAE's K)")
     t.add_argument("--jit", action="store_const", const=True,
                    help="use Pyro's jit variant of the objective")
@@ -187,8 +188,9 @@ def _cmd_train(args) -> int:
         config = _train_config(args)
         name, dataset, binarize = args.model, args.dataset or "mnist-5k", args.binarize
         get_model_class(name)  # an unknown name fails before any data is loaded
-        if args.objective is None and get_model_class(name).has_discrete_latents:
-            config = TrainConfig(**{**asdict(config), "objective": "enum"})  # sum them out
+        if args.objective is None:
+            objective = get_model_class(name).default_objective
+            config = TrainConfig(**{**asdict(config), "objective": objective})
         out = args.out or Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = RunFolder(out)
         if run.is_run() or run.has_checkpoint():

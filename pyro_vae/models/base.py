@@ -45,6 +45,9 @@ class LatentModel(nn.Module, abc.ABC):
       ``pyro-vae train`` flag;
     * ``observed_site`` / ``latent_sites``: the sample sites of the model;
     * ``has_discrete_latents``: True when a latent is not reparameterizable;
+    * ``default_objective``: what ``pyro-vae train`` uses when no ``--objective`` is given
+      (``enum`` for a mixture whose assignment is summed out, ``tracegraph`` for Bernoulli
+      latents, ``trace`` otherwise);
     * ``is_conditional``: True when ``model``/``guide`` use the label ``y``;
     * ``max_plate_nesting``: how many plates (batch dims) the model nests;
     * ``data_kinds``: ``"image"`` (grey values or binary in [0, 1]) and/or ``"real"``.
@@ -55,6 +58,7 @@ class LatentModel(nn.Module, abc.ABC):
     observed_site: ClassVar[str] = "x"
     latent_sites: ClassVar[tuple[str, ...]] = ("z",)
     has_discrete_latents: ClassVar[bool] = False
+    default_objective: ClassVar[str] = "trace"
     is_conditional: ClassVar[bool] = False
     max_plate_nesting: ClassVar[int] = 1
     data_kinds: ClassVar[tuple[str, ...]] = ("image", "real")

@@ -55,6 +55,7 @@ class BernoulliLatent(LatentModel):
     name = "bernoulli"
     config_class = BernoulliConfig
     has_discrete_latents = True
+    default_objective = "tracegraph"
     data_kinds = ("image",)
 
     def __init__(self, config: BernoulliConfig, data_shape: tuple[int, ...]):

@@ -77,6 +77,7 @@ class GMM(LatentModel):
     config_class = GMMConfig
     latent_sites = ("assignment",)
     has_discrete_latents = True
+    default_objective = "enum"
     data_kinds = ("real",)
 
     def __init__(self, config: GMMConfig, data_shape: tuple[int, ...]):
