@@ -11,6 +11,8 @@ Registry (``pyro-vae list`` prints it):
 ``fashion-mnist``  torchvision's Fashion-MNIST, likewise.
 ``linear-gaussian`` synthetic data of a probabilistic-PCA model (10-D, 2 latent), seeded;
                    real valued, the generating parameters are known.
+``shapes``         dSprites-like binary 32x32 shapes from five known factors, drawn in code
+                   (``shapes-64``: 64x64); 5,120 / 1,024 split (:mod:`pyro_vae.shapes`).
 =================  =======================================================================
 
 Binarization of grey-value images (IWAE's published numbers use ``dynamic``):
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from pyro_vae.errors import ConfigError, DataError, check_choice
+from pyro_vae.shapes import load_shapes
 
 BINARIZATIONS = ("dynamic", "fixed", "none")
 SPLIT_SEED = 0  # the train/test split never depends on --seed
@@ -51,6 +54,9 @@ class RawData:
     test_x: np.ndarray
     test_y: np.ndarray | None
     kind: str  # "image" (grey values in [0, 1]) or "real"
+    train_factors: np.ndarray | None = None  # (N, F) known generative factors, if any
+    test_factors: np.ndarray | None = None
+    factor_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,6 +75,8 @@ class Dataset:
     test_y: torch.Tensor | None
     kind: str
     binarize: str
+    test_factors: torch.Tensor | None = None  # (N, F) factor indices of synthetic data
+    factor_names: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -203,6 +211,8 @@ DATASETS: dict[str, Callable[[], RawData]] = {
     "mnist": _torchvision_loader("MNIST", "MNIST"),
     "fashion-mnist": _torchvision_loader("FashionMNIST", "Fashion-MNIST"),
     "linear-gaussian": _load_linear_gaussian,
+    "shapes": lambda: load_shapes(32),
+    "shapes-64": lambda: load_shapes(64),
 }
 
 
@@ -236,4 +246,4 @@ def load_dataset(name: str, *, binarize: str | None = None,
     if binarize == "fixed":
         train_x = _bernoulli(train_x, FIXED_BINARIZATION_SEED)
     return Dataset(name, train_x, tensor(raw.train_y), test_x, tensor(raw.test_y), raw.kind,
-                   binarize)
+                   binarize, tensor(raw.test_factors), raw.factor_names)

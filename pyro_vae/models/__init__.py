@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyro_vae.errors import check_choice
+from pyro_vae.models.autoencoder import Autoencoder, DenoisingAutoencoder
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.vae import VAE, VAEConfig
@@ -16,6 +17,8 @@ from pyro_vae.models.vae import VAE, VAEConfig
 MODELS: dict[str, type[LatentModel]] = {
     "vae": VAE,
     "linear": LinearGaussian,
+    "ae": Autoencoder,
+    "dae": DenoisingAutoencoder,
 }
 
 
@@ -31,4 +34,5 @@ def build_model(name: str, data_shape: tuple[int, ...], **settings: Any) -> Late
 
 
 __all__ = ["MODELS", "LatentModel", "VAE", "VAEConfig", "LinearGaussian",
-           "LinearGaussianConfig", "build_model", "get_model_class"]
+           "LinearGaussianConfig", "build_model", "get_model_class", "Autoencoder",
+           "DenoisingAutoencoder"]
