@@ -151,6 +151,11 @@ class FreeBitsELBO(Trace_ELBO):
         loss = -elbo
         return loss.detach().item(), loss
 
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """The free-bits objective's estimate (Trace_ELBO's ``loss`` would give the ELBO)."""
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
 
 def make_free_bits_objective(objective: str, free_bits: float, model, *, num_particles: int = 1,
                              jit: bool = False) -> FreeBitsELBO:
