@@ -13,6 +13,9 @@ TINY_ARGS = {
                "--eval-samples", "50"],
     "iwae_bounds.py": ["--epochs", "2", "--linear-epochs", "1", "--num-samples", "100",
                        "--points", "40"],
+    "beta_vae.py": ["--epochs", "1", "--latent-dim", "3", "--kl-warmup-epochs", "1",
+                    "--eval-samples", "50"],
+    "autoencoders.py": ["--dataset", "digits", "--epochs", "1", "--latent-dim", "3"],
 }
 
 
