@@ -184,3 +184,43 @@ def test_the_handler_leaves_weight_one_alone():
     msg = {"type": "sample", "name": "z", "scale": 2.0}
     handler._process_message(msg)
     assert msg["scale"] == 2.0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["vae", "ae", "dae"])
+def test_models_check_and_train_on_cuda_with_the_schedule(name, tmp_path):
+    from pyro_vae.evaluate import disentanglement
+    from pyro_vae.latent_plots import save_latent_pictures
+    from pyro_vae.testing import check_model_guide
+
+    data = load_dataset("shapes", device="cuda")
+    model = build_model(name, data.shape, latent_dim=3, hidden=(32,)).to("cuda")
+    assert check_model_guide(model, data.test_x[:8]) == []
+    config = TrainConfig(epochs=2, batch_size=512, device="cuda", beta=2.0, kl_warmup_epochs=1,
+                         free_bits=0.1 if name == "vae" else 0.0)
+    result = train(model, data, config, progress=False)
+    assert all(torch.isfinite(torch.tensor(h["test_elbo"])) for h in result.history)
+    assert next(model.parameters()).is_cuda
+    assert 0 <= disentanglement(model, data)["mig"] <= 1
+    assert len(save_latent_pictures(model, data, tmp_path)) == 3
+
+
+def test_an_old_run_folder_with_a_model_beta_still_evaluates_and_resumes(tmp_path):
+    import json
+
+    from pyro_vae.cli import main
+
+    run = tmp_path / "old"
+    assert main(["train", "vae", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2",
+                 "--hidden", "16", "--eval-samples", "0", "--no-progress", "--beta", "3",
+                 "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    for key in ("beta", "kl_warmup_epochs", "free_bits"):  # as written before this change
+        del config["train"][key]
+    config["model_config"]["beta"] = 3.0
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", str(run), "--num-samples", "50", "--no-progress"]) == 0
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--eval-samples",
+                 "0", "--no-progress"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["beta"] == 3.0 and "beta" not in config["model_config"]
