@@ -52,13 +52,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="for the extra run with the last beta (0 skips that run)")
     p.add_argument("--free-bits", type=float, default=0.1)
     p.add_argument("--eval-samples", type=int, default=100)
-    p.add_argument("--index", type=int, default=0, help="test image whose code is traversed")
+    p.add_argument("--index", type=int, default=-1,
+                   help="test image whose code is traversed (default: a large, central one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/example-beta-vae"))
     args = p.parse_args(argv)
 
     data = load_dataset(args.dataset, device=resolve_device(args.device))
+    if args.index < 0:
+        f = data.test_factors
+        central = (f[:, 1] == f[:, 1].max()) & (f[:, 3] - 3.5).abs().le(1) & \
+            (f[:, 4] - 3.5).abs().le(1)
+        args.index = int(central.nonzero()[0]) if central.any() else 0
     settings = [(beta, 0, 0.0) for beta in args.betas]
     if args.kl_warmup_epochs:
         settings.append((args.betas[-1], args.kl_warmup_epochs, args.free_bits))
