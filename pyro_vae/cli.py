@@ -237,7 +237,7 @@ def _print_summary(run: RunFolder, m: dict) -> None:
     if "test_iwae" in m:
         rows.append((f"test L_{m['iwae_k']}", m["test_iwae"]))
     if "mig" in m:
-        rows.append(("MIG (shapes factors)", m["mig"]))
+        rows.append(("MIG (known factors)", m["mig"]))
     if "test_log_likelihood" in m:
         rows.append((f"test log p(x) [{m['ll_num_samples']} samples]",
                      f"{m['test_log_likelihood']:.3f} +- {m['test_log_likelihood_stderr']:.3f}"))
