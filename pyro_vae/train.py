@@ -25,7 +25,12 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from pyro_vae.annealing import kl_weight, make_free_bits_objective, scaled_programs
+from pyro_vae.annealing import (
+    FREE_BITS_OBJECTIVES,
+    kl_weight,
+    make_free_bits_objective,
+    scaled_programs,
+)
 from pyro_vae.data import Dataset
 from pyro_vae.errors import (
     ConfigError,
@@ -91,6 +96,11 @@ def check_schedule(config: TrainConfig) -> None:
                           f"{config.kl_warmup_epochs!r}")
     if not config.free_bits >= 0:
         raise ConfigError(f"free-bits must be >= 0 nats, got {config.free_bits}")
+    if config.free_bits > 0 and config.objective not in FREE_BITS_OBJECTIVES:
+        raise ConfigError(f"--free-bits works with the {' and '.join(FREE_BITS_OBJECTIVES)} "
+                          f"objectives, not {config.objective}")
+    if config.free_bits > 0 and config.jit:
+        raise ConfigError("--free-bits has no jit variant; drop --jit")
     if config.jit and (config.kl_warmup_epochs or config.beta != 1.0):
         raise ConfigError("a KL weight other than 1 (--beta, --kl-warmup-epochs) needs the "
                           "plain objective; drop --jit")
