@@ -16,9 +16,12 @@ from pathlib import Path
 import torch
 
 from pyro_vae import __version__
+from pyro_vae.annealing import migrate_legacy_beta
 from pyro_vae.data import BINARIZATIONS, DATASETS, load_dataset
 from pyro_vae.errors import ConfigError, RunFolderError, UserError, check_positive
-from pyro_vae.evaluate import check_num_samples, evaluate
+from pyro_vae.evaluate import check_num_samples, disentanglement, evaluate
+from pyro_vae.latent_plots import KINDS as LATENT_PICTURES
+from pyro_vae.latent_plots import save_latent_picture, save_latent_pictures
 from pyro_vae.models import MODELS, build_model, get_model_class
 from pyro_vae.objectives import OBJECTIVES
 from pyro_vae.plots import save_run_pictures, save_samples
@@ -67,8 +70,11 @@ def _model_settings() -> dict[str, tuple[type | None, str]]:
 
     A new model's settings become ``--flags`` without touching this file."""
     settings: dict[str, tuple[type | None, str]] = {}
+    train_fields = {f.name for f in fields(TrainConfig)}  # e.g. beta: a training setting
     for name, cls in MODELS.items():
         for f in fields(cls.config_class):
+            if f.name in train_fields:
+                continue
             parse, defaults = settings.get(f.name, (None, ""))
             if parse is None:
                 kind = type(f.default)
@@ -105,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
                    "neural (default none)")
     t.add_argument("--baseline-lr", type=float,
                    help=f"Adam learning rate of the neural baseline, default {d.baseline_lr}")
+    t.add_argument("--beta", type=float, help="KL weight (beta-VAE), default 1; evaluation "
+                   "always uses 1")
+    t.add_argument("--kl-warmup-epochs", type=int,
+                   help="ramp the KL weight linearly from 0 to beta over these epochs (0)")
+    t.add_argument("--free-bits", type=float,
+                   help="minimum KL per latent dimension in nats (0: off; trace or meanfield)")
     for key, (parse, defaults) in _model_settings().items():
         help_text = f"{MODEL_HELP.get(key, 'model setting')} (default: {defaults})"
         t.add_argument(f"--{key.replace('_', '-')}", dest=f"model_{key}", type=parse,
@@ -128,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="PNG file to write")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
+
+    pl = sub.add_parser("plot", help="latent interpolation, traversal or 2-D latent map")
+    pl.add_argument("run", type=Path, help="a run folder")
+    pl.add_argument("--kind", required=True, choices=LATENT_PICTURES)
+    pl.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--device", default="auto")
 
     sub.add_parser("list", help="the registered models, objectives and data sets")
 
@@ -172,6 +191,8 @@ def _cmd_train(args) -> int:
             raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
         run = RunFolder(args.out)
         saved = run.read_config()
+        saved = migrate_legacy_beta(saved, [f.name for f in fields(
+            get_model_class(saved["model"]).config_class)])
         if args.model and args.model != saved["model"]:
             raise ConfigError(f"{args.out} is a run of {saved['model']}, not {args.model}")
         if model_settings or args.dataset or args.binarize:
@@ -219,12 +240,17 @@ def _cmd_train(args) -> int:
     metrics = {"model": name, "dataset": dataset, "binarize": data.binarize,
                "objective": config.objective, "num_particles": config.num_particles,
                "epochs": result.epochs, "seconds": round(result.seconds, 2),
-               "device": str(device), "train_elbo": result.train_elbo}
+               "device": str(device), "train_elbo": result.train_elbo, "beta": config.beta,
+               "kl_warmup_epochs": config.kl_warmup_epochs, "free_bits": config.free_bits,
+               "final_kl_weight": result.history[-1].get("kl_weight") if result.history
+               else None}
     if args.eval_samples:
         metrics |= evaluate(model, data.test_x, y_test, num_samples=args.eval_samples,
                             progress=not args.no_progress)
+    metrics |= disentanglement(model, data)
     metrics = run.update_metrics(metrics)
     save_run_pictures(model, data, run.path, result.history)
+    save_latent_pictures(model, data, run.path)
     _print_summary(run, metrics)
     return 0
 
@@ -234,6 +260,8 @@ def _print_summary(run: RunFolder, m: dict) -> None:
             ("train ELBO", m.get("train_elbo")), ("test ELBO", m.get("test_elbo"))]
     if "test_iwae" in m:
         rows.append((f"test L_{m['iwae_k']}", m["test_iwae"]))
+    if "mig" in m:
+        rows.append(("MIG (known factors)", m["mig"]))
     if "test_log_likelihood" in m:
         rows.append((f"test log p(x) [{m['ll_num_samples']} samples]",
                      f"{m['test_log_likelihood']:.3f} +- {m['test_log_likelihood_stderr']:.3f}"))
@@ -252,6 +280,7 @@ def _cmd_evaluate(args) -> int:
     y_test = data.test_y if model.is_conditional else None
     metrics = evaluate(model, data.test_x, y_test, num_samples=args.num_samples,
                        progress=not args.no_progress)
+    metrics |= disentanglement(model, data)
     run = RunFolder(args.run)
     merged = run.update_metrics(metrics)
     _print_summary(run, merged)
@@ -267,6 +296,16 @@ def _cmd_sample(args) -> int:
     set_seed(args.seed)
     path = save_samples(model, args.out, num=args.num, reference=data.test_x)
     print(path)
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    if args.out.suffix.lower() != ".png":
+        raise ConfigError(f"--out must name a .png file, got {args.out}")
+    device = resolve_device(args.device)
+    model, data, _, _ = load_trained(args.run, device)
+    set_seed(args.seed)
+    print(save_latent_picture(model, data, args.kind, args.out))
     return 0
 
 
@@ -301,7 +340,7 @@ def _cmd_diagnose(args) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
-            "list": _cmd_list}
+            "list": _cmd_list, "plot": _cmd_plot}
 COMMANDS["diagnose"] = _cmd_diagnose
 
 

@@ -13,6 +13,8 @@ Registry (``pyro-vae list`` prints it):
                    real valued, the generating parameters are known.
 ``gmm-2d``         the lectures' 2-D mixture of 3 Gaussians (full covariances), seeded;
                    1,500 / 500 points, the generating parameters are known.
+``shapes``         dSprites-like binary 32x32 shapes from five known factors, drawn in code
+                   (``shapes-64``: 64x64); 5,120 / 1,024 split (:mod:`pyro_vae.shapes`).
 =================  =======================================================================
 
 Binarization of grey-value images (IWAE's published numbers use ``dynamic``):
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 
 from pyro_vae.errors import ConfigError, DataError, check_choice
+from pyro_vae.shapes import load_shapes
 
 BINARIZATIONS = ("dynamic", "fixed", "none")
 SPLIT_SEED = 0  # the train/test split never depends on --seed
@@ -53,6 +56,9 @@ class RawData:
     test_x: np.ndarray
     test_y: np.ndarray | None
     kind: str  # "image" (grey values in [0, 1]) or "real"
+    train_factors: np.ndarray | None = None  # (N, F) known generative factors, if any
+    test_factors: np.ndarray | None = None
+    factor_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -71,6 +77,8 @@ class Dataset:
     test_y: torch.Tensor | None
     kind: str
     binarize: str
+    test_factors: torch.Tensor | None = None  # (N, F) factor indices of synthetic data
+    factor_names: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -206,6 +214,8 @@ DATASETS: dict[str, Callable[[], RawData]] = {
     "fashion-mnist": _torchvision_loader("FashionMNIST", "Fashion-MNIST"),
     "linear-gaussian": _load_linear_gaussian,
     "gmm-2d": lambda: _load_gmm_2d(),
+    "shapes": lambda: load_shapes(32),
+    "shapes-64": lambda: load_shapes(64),
 }
 
 
@@ -239,7 +249,7 @@ def load_dataset(name: str, *, binarize: str | None = None,
     if binarize == "fixed":
         train_x = _bernoulli(train_x, FIXED_BINARIZATION_SEED)
     return Dataset(name, train_x, tensor(raw.train_y), test_x, tensor(raw.test_y), raw.kind,
-                   binarize)
+                   binarize, tensor(raw.test_factors), raw.factor_names)
 
 
 def gmm_2d_parameters() -> dict:

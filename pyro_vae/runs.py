@@ -118,7 +118,8 @@ class RunFolder:
         if not rows:
             return
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        names = list(dict.fromkeys(k for row in rows for k in row))  # old rows may lack some
+        writer = csv.DictWriter(buf, fieldnames=names, restval="")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(self.file(HISTORY), lambda f: f.write(buf.getvalue().encode()))
@@ -139,18 +140,29 @@ class RunFolder:
         return merged
 
 
+def _model_fields(name) -> list[str]:
+    from dataclasses import fields
+
+    from pyro_vae.models import MODELS
+
+    cls = MODELS.get(name)
+    return [f.name for f in fields(cls.config_class)] if cls is not None else []
+
+
 def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu"):
     """Rebuild a run's model from ``config.json`` and its last checkpoint, and load its data.
 
     Returns ``(model, data, config, checkpoint)``. Raises :class:`RunFolderError` for a folder
     that is not a run, a missing, corrupt or mismatched checkpoint.
     """
+    from pyro_vae.annealing import migrate_legacy_beta
     from pyro_vae.data import load_dataset
     from pyro_vae.errors import UserError
     from pyro_vae.models import build_model
 
     run = RunFolder(path)
     config = run.read_config()
+    config = migrate_legacy_beta(config, _model_fields(config.get("model")))
     state = run.load_checkpoint(map_location=device)
     data = load_dataset(config["dataset"], binarize=config.get("binarize"), device=device)
     try:

@@ -25,6 +25,12 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
+from pyro_vae.annealing import (
+    FREE_BITS_OBJECTIVES,
+    kl_weight,
+    make_free_bits_objective,
+    scaled_programs,
+)
 from pyro_vae.data import Dataset
 from pyro_vae.errors import (
     ConfigError,
@@ -59,6 +65,9 @@ class TrainConfig:
     jit: bool = False
     baseline: str = "none"  # tracegraph only: none, decaying or neural
     baseline_lr: float = 1e-2  # Adam learning rate of the neural baseline
+    beta: float = 1.0  # KL weight (beta-VAE), see pyro_vae.annealing
+    kl_warmup_epochs: int = 0  # linear ramp of the KL weight from 0 to beta
+    free_bits: float = 0.0  # minimum KL per latent dimension, nats (Kingma et al. 2016)
 
     def __post_init__(self) -> None:
         check_positive("epochs", self.epochs)
@@ -73,6 +82,7 @@ class TrainConfig:
         if self.baseline != "none" and self.objective != "tracegraph":
             raise ConfigError(f"--baseline {self.baseline} applies to --objective tracegraph "
                               f"only, not {self.objective}")
+        check_schedule(self)
 
 
 @dataclass
@@ -81,6 +91,27 @@ class TrainResult:
     train_elbo: float  # mean per-point training objective over the last epoch
     epochs: int
     seconds: float
+
+
+def check_schedule(config: TrainConfig) -> None:
+    """The KL schedule's settings: beta >= 0, warm-up epochs >= 0, free bits >= 0, and no
+    warm-up under jit (a compiled trace would freeze the first weight)."""
+    if not config.beta >= 0:
+        raise ConfigError(f"beta must be >= 0, got {config.beta}")
+    if isinstance(config.kl_warmup_epochs, bool) or not isinstance(config.kl_warmup_epochs, int) \
+            or config.kl_warmup_epochs < 0:
+        raise ConfigError(f"kl-warmup-epochs must be a whole number >= 0, got "
+                          f"{config.kl_warmup_epochs!r}")
+    if not config.free_bits >= 0:
+        raise ConfigError(f"free-bits must be >= 0 nats, got {config.free_bits}")
+    if config.free_bits > 0 and config.objective not in FREE_BITS_OBJECTIVES:
+        raise ConfigError(f"--free-bits works with the {' and '.join(FREE_BITS_OBJECTIVES)} "
+                          f"objectives, not {config.objective}")
+    if config.free_bits > 0 and config.jit:
+        raise ConfigError("--free-bits has no jit variant; drop --jit")
+    if config.jit and (config.kl_warmup_epochs or config.beta != 1.0):
+        raise ConfigError("a KL weight other than 1 (--beta, --kl-warmup-epochs) needs the "
+                          "plain objective; drop --jit")
 
 
 def _module_prefix(model: LatentModel) -> str:
@@ -140,12 +171,17 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
                           f"{data.device}: load it with load_dataset(..., device=...)")
     model.to(data.device)
     check_data(model, data)
-    elbo = make_objective(config.objective, config.num_particles,
-                          max_plate_nesting=model.max_plate_nesting, jit=config.jit,
-                          baseline=config.baseline)
+    if config.free_bits > 0:
+        elbo = make_free_bits_objective(config.objective, config.free_bits, model,
+                                        num_particles=config.num_particles, jit=config.jit)
+    else:
+        elbo = make_objective(config.objective, config.num_particles,
+                              max_plate_nesting=model.max_plate_nesting, jit=config.jit,
+                              baseline=config.baseline)
     optim = pyro.optim.Adam(optim_args(config.lr, config.adam_eps, config.baseline_lr
                                        if config.baseline == "neural" else None))
-    svi = SVI(model.model, model.guide, optim, elbo)
+    model_fn, guide_fn, kl_scale = scaled_programs(model, model.latent_sites, config.beta)
+    svi = SVI(model_fn, guide_fn, optim, elbo)
     n, nb = data.num_train, data.num_batches(config.batch_size)
     start_epoch, history, seconds = 0, [], 0.0
     if resume:
@@ -172,6 +208,7 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
             model.train()
             total = 0.0
             for step, (x, y) in enumerate(data.batches(config.batch_size)):
+                kl_scale.weight = kl_weight(config.beta, config.kl_warmup_epochs, epoch, step, nb)
                 loss = svi.step(x, y, num_data=n)
                 if not math.isfinite(loss):
                     where = (f"the checkpoint of epoch {epoch} in {run.path} is kept"
@@ -188,7 +225,8 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
                                   else None)
             seconds += time.perf_counter() - t0
             history.append({"epoch": epoch + 1, "train_elbo": train_elbo,
-                            "test_elbo": test_elbo, "seconds": round(seconds, 3)})
+                            "test_elbo": test_elbo, "seconds": round(seconds, 3),
+                            "kl_weight": kl_scale.weight})
             bar.set_postfix(epoch=epoch + 1, train=f"{train_elbo:.2f}", test=f"{test_elbo:.2f}")
             log.debug("epoch %d: train ELBO %.3f, test ELBO %.3f", epoch + 1, train_elbo,
                       test_elbo)

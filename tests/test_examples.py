@@ -23,6 +23,9 @@ TINY_ARGS = {
                                  "--ks", "1,10", "--replicates", "2"],
     "gmm.py": ["--epochs", "5", "--svi-steps", "5", "--nuts-points", "60", "--nuts-samples",
                "10", "--nuts-warmup", "10"],
+    "beta_vae.py": ["--epochs", "1", "--latent-dim", "3", "--kl-warmup-epochs", "1",
+                    "--eval-samples", "50"],
+    "autoencoders.py": ["--dataset", "digits", "--epochs", "1", "--latent-dim", "3"],
 }
 
 

@@ -18,10 +18,13 @@ def _binary_images():
 
 @pytest.mark.parametrize("name,settings,make_x", [
     ("vae", dict(latent_dim=2, hidden=(16,)), _binary_images),
-    ("vae", dict(latent_dim=2, hidden=(16,), likelihood="gaussian", beta=0.5),
+    ("vae", dict(latent_dim=2, hidden=(16,), likelihood="gaussian"),
      lambda: torch.rand(5, 1, 8, 8)),
     ("linear", {}, lambda: torch.randn(5, 10)),
-], ids=["vae-bernoulli", "vae-gaussian-beta", "linear"])
+    ("ae", dict(latent_dim=2, hidden=(16,)), _binary_images),
+    ("dae", dict(latent_dim=2, hidden=(16,), likelihood="gaussian", corruption="gaussian"),
+     lambda: torch.rand(5, 1, 8, 8)),
+], ids=["vae-bernoulli", "vae-gaussian", "linear", "ae", "dae-gaussian"])
 def test_registered_models_pass(name, settings, make_x):
     pyro.set_rng_seed(0)
     x = make_x()

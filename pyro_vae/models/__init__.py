@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyro_vae.errors import check_choice
+from pyro_vae.models.autoencoder import Autoencoder, DenoisingAutoencoder
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.bernoulli import BernoulliConfig, BernoulliLatent
 from pyro_vae.models.gmm import GMM, GMMConfig
@@ -20,6 +21,8 @@ MODELS: dict[str, type[LatentModel]] = {
     "linear": LinearGaussian,
     "bernoulli": BernoulliLatent,
     "gmm": GMM,
+    "ae": Autoencoder,
+    "dae": DenoisingAutoencoder,
 }
 
 
@@ -36,4 +39,4 @@ def build_model(name: str, data_shape: tuple[int, ...], **settings: Any) -> Late
 
 __all__ = ["MODELS", "LatentModel", "VAE", "VAEConfig", "LinearGaussian",
            "LinearGaussianConfig", "build_model", "get_model_class", "BernoulliLatent",
-           "BernoulliConfig", "GMM", "GMMConfig"]
+           "BernoulliConfig", "GMM", "GMMConfig", "Autoencoder", "DenoisingAutoencoder"]

@@ -10,8 +10,9 @@ Guide (amortized)::
 
     q_phi(z_n | x_n) = N(mu_phi(x_n), diag(s_phi(x_n)^2))
 
-With ``beta != 1`` both programs scale the ``z`` site by beta, so Trace_ELBO optimizes
-E_q[log p(x|z)] - beta KL(q(z|x) || p(z)) (Higgins et al. 2017). Evaluation always uses beta = 1.
+beta-VAE (Higgins et al. 2017) is a training setting, not a model one: ``TrainConfig.beta``
+(``pyro-vae train vae --beta 4``) scales the ``z`` site in both programs, so Trace_ELBO
+optimizes E_q[log p(x|z)] - beta KL(q(z|x) || p(z)); see :mod:`pyro_vae.annealing`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
+from pyro_vae.errors import DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
 from pyro_vae.nn import ACTIVATIONS, Decoder, GaussianEncoder
 
@@ -37,7 +38,6 @@ class VAEConfig:
     hidden: tuple[int, ...] = (400,)
     activation: str = "relu"
     likelihood: str = "bernoulli"
-    beta: float = 1.0
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -46,8 +46,6 @@ class VAEConfig:
             check_positive("hidden layer size", h)
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
         check_choice("activation", self.activation, ACTIVATIONS)
-        if not self.beta >= 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta}")
 
 
 class VAE(LatentModel):
@@ -80,7 +78,7 @@ class VAE(LatentModel):
         pyro.module(self.name, self)
         plate = self.data_plate(x, num_data)
         loc = x.new_zeros(x.shape[0], self.config.latent_dim)
-        with plate, self.latent_scale(self.config.beta):
+        with plate:
             z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
         with plate:
             pyro.sample("x", self._likelihood(self.decoder(z)), obs=x)
@@ -88,7 +86,7 @@ class VAE(LatentModel):
     def guide(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
         loc, scale = self.encoder(x)
-        with self.data_plate(x, num_data), self.latent_scale(self.config.beta):
+        with self.data_plate(x, num_data):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
