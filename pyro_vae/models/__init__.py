@@ -10,12 +10,16 @@ from typing import Any
 
 from pyro_vae.errors import check_choice
 from pyro_vae.models.base import LatentModel
+from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.hierarchical import HierarchicalVAE
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.vae import VAE, VAEConfig
 
 MODELS: dict[str, type[LatentModel]] = {
     "vae": VAE,
     "linear": LinearGaussian,
+    "hvae": HierarchicalVAE,
+    "cvae": CVAE,
 }
 
 
