@@ -21,7 +21,7 @@ from pyro_vae.errors import ConfigError, RunFolderError, UserError, check_positi
 from pyro_vae.evaluate import check_num_samples, evaluate
 from pyro_vae.models import MODELS, build_model, get_model_class
 from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.plots import save_run_pictures, save_samples
+from pyro_vae.plots import save_label_samples, save_run_pictures, save_samples
 from pyro_vae.runs import RunFolder, load_trained
 from pyro_vae.runtime import resolve_device, set_seed
 from pyro_vae.train import TrainConfig, check_data, train
@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="PNG file to write")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
+    s.add_argument("--label", type=int,
+                   help="draw every image of this class (conditional models such as cvae)")
 
     sub.add_parser("list", help="the registered models, objectives and data sets")
     return p
@@ -241,9 +243,23 @@ def _cmd_sample(args) -> int:
     device = resolve_device(args.device)
     model, data, _, _ = load_trained(args.run, device)
     set_seed(args.seed)
+    if args.label is not None:
+        check_label(model, args.label)
+        print(save_label_samples(model, args.out, args.label, num=args.num))
+        return 0
     path = save_samples(model, args.out, num=args.num, reference=data.test_x)
     print(path)
     return 0
+
+
+def check_label(model, label: int) -> None:
+    """Raise :class:`ConfigError` unless ``model`` generates by class and ``label`` is one."""
+    classes = getattr(model, "num_classes", None) if model.is_conditional else None
+    if not classes:
+        raise ConfigError(f"--label needs a class-conditional model (cvae with --task label); "
+                          f"this run's model {model.name} is not one")
+    if not 0 <= label < classes:
+        raise ConfigError(f"--label must be a class in 0..{classes - 1}, got {label}")
 
 
 def _cmd_list(args) -> int:
