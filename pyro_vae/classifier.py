@@ -3,8 +3,10 @@
 A conditional model's samples of class c are "recognisably of class c" when a classifier
 trained on the real training split labels them c. :func:`train_classifier` fits a small
 convolutional network (two 3x3 stride-2 convolutions, one hidden layer) by Adam on the
-training images (grey values) of a labelled data set; :func:`conditional_sample_accuracy`
-draws ``num`` images per asked class from ``model.sample(num, y)`` and returns the share
+training images of a labelled data set (grey values, plus a fresh binarized draw of each
+image when the data use dynamic binarization, so it reads binary test digits and the grey
+likelihood means a model draws alike); :func:`conditional_sample_accuracy` draws images
+per asked class from ``model.sample(num, y)`` and returns the share
 labelled as asked.
 """
 
@@ -56,7 +58,11 @@ def train_classifier(data: Dataset, epochs: int = 10, batch_size: int = 128, lr:
         perm = torch.randperm(len(x), generator=gen).to(x.device)
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
-            loss = F.cross_entropy(clf(x[idx]), y[idx])
+            xb, yb = x[idx], y[idx]
+            if data.binarize == "dynamic":  # grey values and a binarized draw of each
+                u = torch.rand(xb.shape, generator=gen).to(xb.device)
+                xb, yb = torch.cat([xb, (u < xb).to(xb.dtype)]), torch.cat([yb, yb])
+            loss = F.cross_entropy(clf(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -13,6 +13,9 @@ TINY_ARGS = {
                "--eval-samples", "50"],
     "iwae_bounds.py": ["--epochs", "2", "--linear-epochs", "1", "--num-samples", "100",
                        "--points", "40"],
+    "hierarchical.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "50"],
+    "cvae.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "20",
+                "--num-generated", "50", "--classifier-epochs", "1"],
 }
 
 
