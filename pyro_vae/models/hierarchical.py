@@ -101,7 +101,7 @@ class _Gaussian(nn.Module):
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw = self.net(h).split(self.out_dim, dim=-1)
-        return loc, F.softplus(raw) + 1e-4
+        return loc, F.softplus(raw + _SOFTPLUS_ONE) + 1e-4  # scale 1 at raw = 0
 
 
 class HierarchicalVAE(LatentModel):
