@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pyro_vae.cli import main
+from pyro_vae.models import MODELS
 
 TINY = ["--dataset", "digits", "--latent-dim", "3", "--hidden", "16", "--batch-size", "64",
         "--no-progress"]
@@ -148,7 +149,7 @@ def test_console_script_exit_code(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "pyro-vae: error: unknown model 'nope'; choose one of vae, linear"]
+        f"pyro-vae: error: unknown model 'nope'; choose one of {', '.join(MODELS)}"]
 
 
 @pytest.mark.cuda
