@@ -58,6 +58,12 @@ MODEL_HELP = {
     "activation": "relu, tanh, softplus or elu",
     "likelihood": "bernoulli (binary data) or gaussian",
     "beta": "KL weight (beta-VAE); evaluation always uses 1",
+    "arch": "mlp or conv encoder/decoder",
+    "latent_dims": "units of each stochastic layer, z1 first, e.g. 100,50",
+    "parameterization": "hvae guide: iwae (bottom-up) or residual (NVAE, top-down)",
+    "task": "cvae: label (generate by class) or quadrants (complete an image)",
+    "num_classes": "cvae label task: number of classes",
+    "observed_quadrants": "cvae quadrant task: 1, 2 or 3 observed quadrants",
 }
 
 
