@@ -95,8 +95,9 @@ def _row(r: dict) -> str:
 def _plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 2.8))
     y = range(len(rows))
-    ax.barh(list(y), [r["log_px"] for r in rows], xerr=[r["stderr"] for r in rows],
-            color=["tab:blue" if r["model"] == "vae" else "tab:orange" for r in rows])
+    for i, r in zip(y, rows, strict=True):
+        ax.errorbar(r["log_px"], i, xerr=r["stderr"], fmt="o", capsize=4,
+                    color="tab:blue" if r["model"] == "vae" else "tab:orange")
     ax.set_yticks(list(y), [r["label"] for r in rows])
     lo = min(r["log_px"] for r in rows)
     hi = max(r["log_px"] for r in rows)
