@@ -36,3 +36,4 @@ def build_model(name: str, data_shape: tuple[int, ...], **settings: Any) -> Late
 
 __all__ = ["MODELS", "LatentModel", "VAE", "VAEConfig", "LinearGaussian",
            "LinearGaussianConfig", "build_model", "get_model_class"]
+__all__ += ["HierarchicalVAE", "CVAE"]
