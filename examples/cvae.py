@@ -22,7 +22,8 @@ import torch
 
 from pyro_vae import RunFolder, TrainConfig, build_model, evaluate, load_dataset, set_seed, train
 from pyro_vae.classifier import accuracy, conditional_sample_accuracy, train_classifier
-from pyro_vae.plots import grid_image, save_class_grid, save_run_pictures
+from pyro_vae.plots import _save_grid as save_grid
+from pyro_vae.plots import save_class_grid, save_run_pictures
 from pyro_vae.runtime import resolve_device
 
 PYRO_TUTORIAL_NLL = {1: 71.8, 2: 51.0, 3: 24.2}  # Pyro's CVAE tutorial, full MNIST, nats
@@ -108,7 +109,7 @@ def _quadrant_task(args, data, config) -> list[dict]:
         pictures += [observed, model.reconstruct(shown), shown]
         print(f"{q} observed quadrant(s): -log p(missing | observed) {rows[-1]['nll']:.2f}",
               flush=True)
-    _save(grid_image(torch.cat(pictures), nrow=8), args.out / "completions.png")
+    save_grid(torch.cat(pictures), args.out / "completions.png", nrow=8)
     table = "\n".join([
         f"| observed quadrants | -log p(missing \\| observed), {args.dataset}, {args.epochs} "
         f"epochs [{args.eval_samples} samples] | Pyro tutorial CVAE (full MNIST) |",
@@ -118,13 +119,6 @@ def _quadrant_task(args, data, config) -> list[dict]:
     (args.out / "table.md").write_text(table + "\n")
     print(table)
     return rows
-
-
-def _save(grid: torch.Tensor, path: Path) -> None:
-    from torchvision.utils import save_image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, path)
 
 
 if __name__ == "__main__":
