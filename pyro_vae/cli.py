@@ -24,7 +24,7 @@ from pyro_vae.latent_plots import KINDS as LATENT_PICTURES
 from pyro_vae.latent_plots import save_latent_picture, save_latent_pictures
 from pyro_vae.models import MODELS, build_model, get_model_class
 from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.plots import save_run_pictures, save_samples
+from pyro_vae.plots import save_label_samples, save_run_pictures, save_samples
 from pyro_vae.runs import RunFolder, load_trained
 from pyro_vae.runtime import resolve_device, set_seed
 from pyro_vae.train import TrainConfig, check_data, train
@@ -62,6 +62,12 @@ MODEL_HELP = {
     "likelihood": "bernoulli (binary data) or gaussian",
     "beta": "KL weight (beta-VAE); evaluation always uses 1",
     "layers": "stochastic layers of Bernoulli latents, 1 or 2",
+    "arch": "mlp or conv encoder/decoder",
+    "latent_dims": "units of each stochastic layer, z1 first, e.g. 100,50",
+    "parameterization": "hvae guide: iwae (bottom-up) or residual (NVAE, top-down)",
+    "task": "cvae: label (generate by class) or quadrants (complete an image)",
+    "num_classes": "cvae label task: number of classes",
+    "observed_quadrants": "cvae quadrant task: 1, 2 or 3 observed quadrants",
 }
 
 
@@ -140,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="PNG file to write")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
+    s.add_argument("--label", type=int,
+                   help="draw every image of this class (conditional models such as cvae)")
 
     pl = sub.add_parser("plot", help="latent interpolation, traversal or 2-D latent map")
     pl.add_argument("run", type=Path, help="a run folder")
@@ -294,6 +302,10 @@ def _cmd_sample(args) -> int:
     device = resolve_device(args.device)
     model, data, _, _ = load_trained(args.run, device)
     set_seed(args.seed)
+    if args.label is not None:
+        check_label(model, args.label)
+        print(save_label_samples(model, args.out, args.label, num=args.num))
+        return 0
     path = save_samples(model, args.out, num=args.num, reference=data.test_x)
     print(path)
     return 0
@@ -307,6 +319,16 @@ def _cmd_plot(args) -> int:
     set_seed(args.seed)
     print(save_latent_picture(model, data, args.kind, args.out))
     return 0
+
+
+def check_label(model, label: int) -> None:
+    """Raise :class:`ConfigError` unless ``model`` generates by class and ``label`` is one."""
+    classes = getattr(model, "num_classes", None) if model.is_conditional else None
+    if not classes:
+        raise ConfigError(f"--label needs a class-conditional model (cvae with --task label); "
+                          f"this run's model {model.name} is not one")
+    if not 0 <= label < classes:
+        raise ConfigError(f"--label must be a class in 0..{classes - 1}, got {label}")
 
 
 def _cmd_list(args) -> int:

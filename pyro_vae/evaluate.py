@@ -272,6 +272,7 @@ def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
         "kl_per_dim": usage.kl_per_dim.tolist(),
         "kl_is_per_dim": usage.kl_is_per_dim,
         "kl_total": usage.kl_per_dim.sum().item(),
+        "active_units_per_site": active_units_per_site(model, x, y),
     }
 
 
@@ -340,3 +341,24 @@ def disentanglement(model: LatentModel, data) -> dict:
     result = mutual_information_gap(latent_means(model, data.test_x, y), data.test_factors,
                                     names=data.factor_names)
     return {"mig": result["mig"], "mig_per_factor": result["mig_per_factor"]}
+@torch.no_grad()
+def active_units_per_site(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
+                          batch_size: int = 500, num_particles: int = 16) -> dict[str, int]:
+    """Active units of each latent site (e.g. each layer of a hierarchical VAE).
+
+    Unit u of site s is active when :math:`\\mathrm{Cov}_x(\\mathbb{E}_{q(z|x)}[z_{s,u}])`
+    exceeds 0.01. For a site whose guide distribution depends on another latent (``z2`` given
+    ``z1`` in a bottom-up guide) the inner mean is averaged over ``num_particles`` draws of
+    the sites before it, so it estimates the marginal mean under q(z | x).
+    """
+    means: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size]
+        yb = None if y is None else y[start:start + batch_size]
+        _, guide_trace = _traces(model, xb, yb, num_particles)
+        for name, site in _sample_sites(guide_trace):
+            v = site["value"]
+            m = _site_mean(site["fn"], v).expand_as(v).reshape(num_particles, xb.shape[0], -1)
+            means.setdefault(name, []).append(m.mean(0))
+    return {name: int((torch.cat(m).var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum())
+            for name, m in means.items()}

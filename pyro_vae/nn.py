@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.errors import check_choice
+from pyro_vae.errors import ConfigError, check_choice
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -64,3 +64,132 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).reshape(*z.shape[:-1], *self.out_shape)
+
+
+# -- convolutional blocks (``--arch conv``) ----------------------------------------------------
+ARCHS = ("mlp", "conv")
+CONV_CHANNELS = (32, 64)
+
+
+def _conv_size(n: int, layers: int) -> int:
+    """Spatial size after ``layers`` convolutions of kernel 3, stride 2, padding 1."""
+    for _ in range(layers):
+        n = (n + 1) // 2
+    return n
+
+
+class ConvEncoderNet(nn.Module):
+    """Image ``(..., C, H, W)`` [and an extra vector ``(..., E)``] -> ``(..., out_dim)``.
+
+    Two stride-2 3x3 convolutions (32 and 64 channels; 28x28 -> 14x14 -> 7x7), flattened,
+    concatenated with ``extra`` (e.g. a one-hot label), then an MLP with ``hidden`` layers.
+    """
+
+    def __init__(self, in_shape: Sequence[int], hidden: Sequence[int], out_dim: int,
+                 act: str = "relu", extra_dim: int = 0,
+                 channels: Sequence[int] = CONV_CHANNELS):
+        super().__init__()
+        if len(in_shape) != 3:
+            raise ConfigError(f"--arch conv takes images (C, H, W), got points of shape "
+                              f"{tuple(in_shape)}; use --arch mlp")
+        self.in_shape = tuple(in_shape)
+        layers: list[nn.Module] = []
+        c = in_shape[0]
+        for ch in channels:
+            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), activation(act)]
+            c = ch
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        flat = c * _conv_size(in_shape[1], len(channels)) * _conv_size(in_shape[2], len(channels))
+        self.mlp = MLP(flat + extra_dim, hidden, out_dim, act)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        lead = x.shape[:-3]
+        h = self.conv(x.reshape(-1, *self.in_shape))
+        h = h.reshape(*lead, h.shape[-1])
+        if extra is not None:
+            h = torch.cat([h, extra.expand(*lead, extra.shape[-1])], -1)
+        return self.mlp(h)
+
+
+class ConvDecoderNet(nn.Module):
+    """A vector ``(..., in_dim)`` -> an image-shaped tensor ``(..., C, H, W)`` of logits/means.
+
+    The mirror of :class:`ConvEncoderNet`: an MLP to 64 x 7 x 7 (for 28x28), then two 4x4
+    stride-2 transposed convolutions (7 -> 14 -> 28); odd sizes are cropped to ``out_shape``.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_shape: Sequence[int],
+                 act: str = "relu", channels: Sequence[int] = CONV_CHANNELS):
+        super().__init__()
+        if len(out_shape) != 3:
+            raise ConfigError(f"--arch conv takes images (C, H, W), got points of shape "
+                              f"{tuple(out_shape)}; use --arch mlp")
+        self.out_shape = tuple(out_shape)
+        n = len(channels)
+        self.start = (channels[-1], _conv_size(out_shape[1], n), _conv_size(out_shape[2], n))
+        self.mlp = nn.Sequential(MLP(in_dim, list(reversed(hidden)), math.prod(self.start), act),
+                                 activation(act))
+        layers: list[nn.Module] = []
+        chans = [*reversed(channels), out_shape[0]]
+        for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True)):
+            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
+            if i < len(chans) - 2:
+                layers.append(activation(act))
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        h = self.mlp(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)
+        out = self.deconv(h)[..., :self.out_shape[1], :self.out_shape[2]]
+        return out.reshape(*lead, *self.out_shape)
+
+
+class MLPEncoderNet(nn.Module):
+    """The MLP counterpart of :class:`ConvEncoderNet`: flatten, concatenate ``extra``, MLP."""
+
+    def __init__(self, in_shape: Sequence[int], hidden: Sequence[int], out_dim: int,
+                 act: str = "relu", extra_dim: int = 0):
+        super().__init__()
+        self.event_ndim = len(in_shape)
+        self.net = MLP(math.prod(in_shape) + extra_dim, hidden, out_dim, act)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        h = x.flatten(-self.event_ndim)
+        if extra is not None:
+            h = torch.cat([h, extra.expand(*h.shape[:-1], extra.shape[-1])], -1)
+        return self.net(h)
+
+
+def encoder_net(arch: str, in_shape: Sequence[int], hidden: Sequence[int], out_dim: int,
+                act: str = "relu", extra_dim: int = 0) -> nn.Module:
+    """``x [, extra] -> (..., out_dim)`` by ``arch`` (``mlp`` or ``conv``)."""
+    check_choice("arch", arch, ARCHS)
+    cls = ConvEncoderNet if arch == "conv" else MLPEncoderNet
+    return cls(in_shape, hidden, out_dim, act, extra_dim)
+
+
+def decoder_net(arch: str, in_dim: int, hidden: Sequence[int], out_shape: Sequence[int],
+                act: str = "relu") -> nn.Module:
+    """``(..., in_dim) -> (..., *out_shape)`` by ``arch``; ``hidden`` is read in reverse."""
+    check_choice("arch", arch, ARCHS)
+    if arch == "conv":
+        return ConvDecoderNet(in_dim, hidden, out_shape, act)
+    return Decoder(in_dim, hidden, out_shape, act)
+
+
+class GaussianHead(nn.Module):
+    """``x [, extra]`` -> (loc, scale) of a diagonal Gaussian over ``latent_dim`` dims, through
+    :func:`encoder_net` of either ``arch``."""
+
+    def __init__(self, arch: str, in_shape: Sequence[int], hidden: Sequence[int],
+                 latent_dim: int, act: str = "relu", extra_dim: int = 0,
+                 min_scale: float = 1e-4):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.min_scale = min_scale
+        self.net = encoder_net(arch, in_shape, hidden, 2 * latent_dim, act, extra_dim)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.net(x, extra).split(self.latent_dim, dim=-1)
+        return loc, F.softplus(raw_scale) + self.min_scale

@@ -66,14 +66,17 @@ def save_samples(model: LatentModel, path: str | Path, num: int = 64,
 
 @torch.no_grad()
 def save_reconstructions(model: LatentModel, x: torch.Tensor, path: str | Path,
-                         num: int = 32, per_row: int = 16) -> Path | None:
+                         num: int = 32, per_row: int = 16,
+                         y: torch.Tensor | None = None) -> Path | None:
     """Inputs (odd rows) above their reconstructions (even rows), ``num`` of them spread
-    evenly over ``x`` (test sets are often sorted by label). Images only."""
+    evenly over ``x`` (test sets are often sorted by label). Images only. ``y``: the labels
+    of ``x``, for conditional models."""
     if not is_image(model.data_shape):
         return None
     model.eval()
-    x = x[torch.linspace(0, len(x) - 1, min(num, len(x))).long().to(x.device)]
-    recon = model.reconstruct(x)
+    idx = torch.linspace(0, len(x) - 1, min(num, len(x))).long().to(x.device)
+    x = x[idx]
+    recon = model.reconstruct(x, None if y is None else y[idx])
     rows = []
     for start in range(0, len(x), per_row):
         rows += [x[start:start + per_row].cpu(), recon[start:start + per_row].cpu()]
@@ -103,7 +106,10 @@ def save_run_pictures(model: LatentModel, data, folder: str | Path,
     """The pictures of a run folder: ``samples.png``, ``reconstructions.png``, ``curves.png``."""
     folder = Path(folder)
     save_samples(model, folder / "samples.png", reference=data.test_x)
-    save_reconstructions(model, data.test_x, folder / "reconstructions.png")
+    save_reconstructions(model, data.test_x, folder / "reconstructions.png",
+                         y=data.test_y if model.is_conditional else None)
+    if getattr(model, "num_classes", None):
+        save_class_grid(model, folder / "class_samples.png")
     if history:
         save_curves(history, folder / "curves.png", title=f"{model.name} on {data.name}")
 
@@ -111,3 +117,21 @@ def save_run_pictures(model: LatentModel, data, folder: str | Path,
 def grid_image(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
     """A (3, H, W) grid of images, for notebooks."""
     return make_grid(images.cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1)
+
+
+@torch.no_grad()
+def save_class_grid(model: LatentModel, path: str | Path, per_class: int = 10) -> Path:
+    """Class-conditional samples of a conditional model: row c holds ``per_class`` images drawn
+    with label c (``model.sample(n, y)``), one row per class."""
+    model.eval()
+    labels = torch.arange(model.num_classes, device=model.device).repeat_interleave(per_class)
+    return _save_grid(model.sample(len(labels), labels), path, nrow=per_class)
+
+
+@torch.no_grad()
+def save_label_samples(model: LatentModel, path: str | Path, label: int,
+                       num: int = 64) -> Path:
+    """``num`` samples of one class ``label`` from a conditional model, as a grid."""
+    model.eval()
+    labels = torch.full((num,), label, dtype=torch.long, device=model.device)
+    return _save_grid(model.sample(num, labels), path, nrow=max(1, round(num**0.5)))

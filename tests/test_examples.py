@@ -26,6 +26,9 @@ TINY_ARGS = {
     "beta_vae.py": ["--epochs", "1", "--latent-dim", "3", "--kl-warmup-epochs", "1",
                     "--eval-samples", "50"],
     "autoencoders.py": ["--dataset", "digits", "--epochs", "1", "--latent-dim", "3"],
+    "hierarchical.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "50"],
+    "cvae.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "20",
+                "--num-generated", "50", "--classifier-epochs", "1"],
 }
 
 

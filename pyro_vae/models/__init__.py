@@ -12,7 +12,9 @@ from pyro_vae.errors import check_choice
 from pyro_vae.models.autoencoder import Autoencoder, DenoisingAutoencoder
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.bernoulli import BernoulliConfig, BernoulliLatent
+from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.gmm import GMM, GMMConfig
+from pyro_vae.models.hierarchical import HierarchicalVAE
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.vae import VAE, VAEConfig
 
@@ -23,6 +25,8 @@ MODELS: dict[str, type[LatentModel]] = {
     "gmm": GMM,
     "ae": Autoencoder,
     "dae": DenoisingAutoencoder,
+    "hvae": HierarchicalVAE,
+    "cvae": CVAE,
 }
 
 
@@ -39,4 +43,5 @@ def build_model(name: str, data_shape: tuple[int, ...], **settings: Any) -> Late
 
 __all__ = ["MODELS", "LatentModel", "VAE", "VAEConfig", "LinearGaussian",
            "LinearGaussianConfig", "build_model", "get_model_class", "BernoulliLatent",
-           "BernoulliConfig", "GMM", "GMMConfig", "Autoencoder", "DenoisingAutoencoder"]
+           "BernoulliConfig", "GMM", "GMMConfig", "Autoencoder", "DenoisingAutoencoder",
+           "HierarchicalVAE", "CVAE"]

@@ -23,13 +23,11 @@ Rules a new pair follows (``pyro_vae.testing.check_model_guide`` checks them):
 from __future__ import annotations
 
 import abc
-import contextlib
 from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
 import pyro
 import torch
-from pyro import poutine
 from torch import nn
 
 from pyro_vae.errors import ConfigError, DataError
@@ -108,10 +106,6 @@ class LatentModel(nn.Module, abc.ABC):
         if num_data is None or num_data == n:
             return pyro.plate("data", n, device=x.device)
         return pyro.plate("data", num_data, subsample=torch.arange(n, device=x.device))
-
-    def latent_scale(self, weight: float) -> contextlib.AbstractContextManager:
-        """``poutine.scale`` for latent sites (beta-VAE); use it in model *and* guide."""
-        return poutine.scale(scale=weight) if weight != 1.0 else contextlib.nullcontext()
 
     @property
     def device(self) -> torch.device:

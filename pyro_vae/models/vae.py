@@ -27,7 +27,14 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
-from pyro_vae.nn import ACTIVATIONS, Decoder, GaussianEncoder
+from pyro_vae.nn import (
+    ACTIVATIONS,
+    ARCHS,
+    Decoder,
+    GaussianEncoder,
+    GaussianHead,
+    decoder_net,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -38,6 +45,7 @@ class VAEConfig:
     hidden: tuple[int, ...] = (400,)
     activation: str = "relu"
     likelihood: str = "bernoulli"
+    arch: str = "mlp"
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -46,6 +54,7 @@ class VAEConfig:
             check_positive("hidden layer size", h)
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
         check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("arch", self.arch, ARCHS)
 
 
 class VAE(LatentModel):
@@ -57,8 +66,12 @@ class VAE(LatentModel):
     def __init__(self, config: VAEConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
-        self.encoder = GaussianEncoder(data_shape, c.hidden, c.latent_dim, c.activation)
-        self.decoder = Decoder(c.latent_dim, c.hidden, data_shape, c.activation)
+        if c.arch == "conv":  # convolutional encoder and decoder (pyro_vae.nn)
+            self.encoder = GaussianHead("conv", data_shape, c.hidden, c.latent_dim, c.activation)
+            self.decoder = decoder_net("conv", c.latent_dim, c.hidden, data_shape, c.activation)
+        else:
+            self.encoder = GaussianEncoder(data_shape, c.hidden, c.latent_dim, c.activation)
+            self.decoder = Decoder(c.latent_dim, c.hidden, data_shape, c.activation)
         if c.likelihood == "gaussian":
             # per-pixel observation scale, softplus(raw) + 1e-3, starting at 0.1
             self.raw_obs_scale = nn.Parameter(torch.full(data_shape, -2.25))
