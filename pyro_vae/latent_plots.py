@@ -77,12 +77,14 @@ def save_interpolation(model: LatentModel, x: torch.Tensor, path: str | Path,
     n = x.shape[0]
     idx = torch.linspace(0, n // 2 - 1, num_pairs).long().to(x.device)
     a, b = x[idx], x[idx + n // 2]
-    za, zb = latent_means(model, a, y), latent_means(model, b, y)
+    ya, yb = (None, None) if y is None else (y[idx], y[idx + n // 2])
+    za, zb = latent_means(model, a, ya), latent_means(model, b, yb)
     t = torch.linspace(0, 1, steps, device=x.device)[:, None]
     rows = []
     for i in range(len(idx)):
         codes = (1 - t) * za[i] + t * zb[i]
-        rows += [a[i:i + 1].cpu(), decode_codes(model, codes, x, y).cpu(), b[i:i + 1].cpu()]
+        yi = None if ya is None else ya[i:i + 1]  # a conditional model decodes with a's label
+        rows += [a[i:i + 1].cpu(), decode_codes(model, codes, x, yi).cpu(), b[i:i + 1].cpu()]
     return _save_grid(_readable(torch.cat(rows)), path, nrow=steps + 2)
 
 
@@ -108,7 +110,7 @@ def save_traversal(model: LatentModel, x: torch.Tensor, path: str | Path,
         lo, hi = torch.quantile(codes[:, d], torch.tensor([0.02, 0.98], device=codes.device))
         grid = base.expand(steps, -1).clone()
         grid[:, d] = torch.linspace(lo.item(), hi.item(), steps, device=codes.device)
-        rows.append(decode_codes(model, grid, x, y).cpu())
+        rows.append(decode_codes(model, grid, x, None if y is None else y[index:index + 1]).cpu())
     return _save_grid(_readable(torch.cat(rows)), path, nrow=steps)
 
 
