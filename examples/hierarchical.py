@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--parameterization", default="iwae", help="hvae guide: iwae or residual")
     p.add_argument("--arch", default="mlp", help="mlp or conv")
+    p.add_argument("--kl-warmup-epochs", type=int, default=0,
+                   help="ramp the KL weight from 0 over these epochs (pyro_vae.annealing)")
     p.add_argument("--eval-samples", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         model = build_model(name, data.shape, **_settings(name, args.parameterization, args.arch))
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              objective=objective, num_particles=k, seed=args.seed,
-                             device=args.device)
+                             device=args.device, kl_warmup_epochs=args.kl_warmup_epochs)
         run = RunFolder(args.out / f"{name}-{objective}")
         result = train(model, data, config, run, progress=False)
         set_seed(args.seed)
