@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.errors import ConfigError, check_choice
+from pyro_vae.errors import ConfigError, check_choice, check_positive
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -17,6 +17,16 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
     "elu": nn.ELU,
 }
+
+
+def check_network(config) -> None:
+    """Check and normalise the network fields a model config shares (``latent_dim``,
+    ``hidden`` as a tuple, ``activation``); called from the configs' ``__post_init__``."""
+    config.hidden = tuple(config.hidden)
+    check_positive("latent_dim", config.latent_dim)
+    for h in config.hidden:
+        check_positive("hidden layer size", h)
+    check_choice("activation", config.activation, ACTIVATIONS)
 
 
 def activation(name: str) -> nn.Module:

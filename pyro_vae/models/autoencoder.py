@@ -36,9 +36,9 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
+from pyro_vae.errors import ConfigError, DataError, check_choice
 from pyro_vae.models.base import LatentModel
-from pyro_vae.nn import ACTIVATIONS, MLP, Decoder
+from pyro_vae.nn import MLP, Decoder, check_network
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 CORRUPTIONS = ("gaussian", "dropout")
@@ -53,12 +53,8 @@ class AEConfig:
     likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
-        check_positive("latent_dim", self.latent_dim)
-        for h in self.hidden:
-            check_positive("hidden layer size", h)
+        check_network(self)
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        check_choice("activation", self.activation, ACTIVATIONS)
 
 
 @dataclass

@@ -27,9 +27,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
+from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.models.base import LatentModel
-from pyro_vae.nn import ACTIVATIONS, MLP
+from pyro_vae.nn import MLP, check_network
 
 
 @dataclass
@@ -40,11 +40,7 @@ class BernoulliConfig:
     layers: int = 1
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
-        check_positive("latent_dim", self.latent_dim)
-        for h in self.hidden:
-            check_positive("hidden layer size", h)
-        check_choice("activation", self.activation, ACTIVATIONS)
+        check_network(self)
         if self.layers not in (1, 2):
             raise ConfigError(f"layers must be 1 or 2 (stochastic layers), got {self.layers}")
 

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
-from pyro_vae.nn import ACTIVATIONS, ARCHS, GaussianHead, decoder_net
+from pyro_vae.nn import ARCHS, GaussianHead, check_network, decoder_net
 
 TASKS = ("label", "quadrants")
 QUADRANT_ORDER = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, col): top-left, top-right, bottom-left
@@ -52,11 +52,7 @@ class CVAEConfig:
     arch: str = "mlp"
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
-        check_positive("latent_dim", self.latent_dim)
-        for h in self.hidden:
-            check_positive("hidden layer size", h)
-        check_choice("activation", self.activation, ACTIVATIONS)
+        check_network(self)
         check_choice("task", self.task, TASKS)
         check_choice("arch", self.arch, ARCHS)
         check_positive("num_classes", self.num_classes)

@@ -25,14 +25,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.errors import DataError, check_choice, check_positive
+from pyro_vae.errors import DataError, check_choice
 from pyro_vae.models.base import LatentModel
 from pyro_vae.nn import (
-    ACTIVATIONS,
     ARCHS,
     Decoder,
     GaussianEncoder,
     GaussianHead,
+    check_network,
     decoder_net,
 )
 
@@ -48,12 +48,8 @@ class VAEConfig:
     arch: str = "mlp"
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
-        check_positive("latent_dim", self.latent_dim)
-        for h in self.hidden:
-            check_positive("hidden layer size", h)
+        check_network(self)
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("arch", self.arch, ARCHS)
 
 
