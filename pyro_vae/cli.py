@@ -222,9 +222,11 @@ def _cmd_train(args) -> int:
             config = TrainConfig(**{**asdict(config), "objective": objective})
         out = args.out or Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = RunFolder(out)
-        if run.is_run() or run.has_checkpoint():
+        if run.has_checkpoint():
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or "
                               "choose another --out")
+        if run.is_run():  # a run stopped before its first checkpoint: nothing to lose
+            log.warning("%s holds a run that never reached a checkpoint; starting it over", out)
     device = resolve_device(config.device)
     set_seed(config.seed)
     data = load_dataset(dataset, binarize=binarize, device=device)

@@ -139,6 +139,17 @@ def test_existing_run_is_not_overwritten(run_dir, capsys):
     assert before == {p.name: p.read_bytes() for p in run_dir.iterdir()}
 
 
+def test_a_run_stopped_before_its_first_checkpoint_starts_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"model": "vae"}))  # crashed in epoch 1
+    code, _, err = _run(["train", "vae", *TINY, "--epochs", "1", "--eval-samples", "0",
+                         "--out", out], capsys)
+    assert code == 0, err
+    assert (out / "checkpoint.pt").is_file()
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] > 0
+
+
 def test_resume_refuses_changed_settings(run_dir, capsys):
     code, _, err = _run(["train", "--resume", "--out", run_dir, "--lr", "0.5"], capsys)
     _one_error_line(code, err, "--lr 0.5 differs")
