@@ -83,7 +83,8 @@ class GMM(LatentModel):
     def __init__(self, config: GMMConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         if len(data_shape) != 1:
-            raise DataError(f"the GMM takes vectors, got points of shape {data_shape}")
+            raise DataError(f"the GMM takes vectors, got points of shape {data_shape}; "
+                            "try --dataset gmm-2d")
         K, D = config.num_components, data_shape[0]
         self.K, self.D = K, D
         self.learn_weights = config.weights == "learned"
