@@ -30,17 +30,17 @@ from collections.abc import Callable
 import torch
 from pyro import infer
 from pyro.infer.elbo import ELBO
-from pyro.infer.util import get_dependent_plate_dims, torch_sum
-from pyro.util import warn_if_nan
 
 from pyro_vae.errors import ConfigError, check_choice, check_positive
+from pyro_vae.estimators.base import MultiSampleELBO
 from pyro_vae.estimators.baselines import TraceGraphBaselineELBO
 from pyro_vae.estimators.dreg import DReG_IWAE_ELBO
 from pyro_vae.estimators.rws import RWS_ELBO
+from pyro_vae.estimators.traces import check_reparameterized, point_log_probs
 from pyro_vae.estimators.vimco import VIMCO_ELBO
 
 
-class IWAE_ELBO(ELBO):
+class IWAE_ELBO(MultiSampleELBO):
     r"""The importance-weighted bound of Burda, Grosse & Salakhutdinov (2016), per data point.
 
     .. math::
@@ -61,6 +61,9 @@ class IWAE_ELBO(ELBO):
     scales (``poutine.scale``, e.g. beta) stay inside the weights.
     """
 
+    objective_name = "iwae"
+    min_particles = 1
+
     def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf"),
                  vectorize_particles: bool = True, strict_enumeration_warning: bool = True):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
@@ -68,60 +71,23 @@ class IWAE_ELBO(ELBO):
                          strict_enumeration_warning=strict_enumeration_warning)
 
     def _get_trace(self, model, guide, args, kwargs):
-        from pyro.infer.enum import get_importance_trace
-
-        model_trace, guide_trace = get_importance_trace("flat", self.max_plate_nesting, model,
-                                                        guide, args, kwargs)
-        for name, site in guide_trace.nodes.items():  # checked always: a wrong gradient is silent
-            if site["type"] == "sample" and not site["fn"].has_rsample:
-                raise ConfigError(f"the iwae objective needs reparameterizable latents, but "
-                                  f"site {name!r} is not (discrete latents need a "
-                                  "score-function estimator)")
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        check_reparameterized(self.objective_name, guide_trace)  # a wrong gradient is silent
         return model_trace, guide_trace
 
-    def _bound(self, model, guide, args, kwargs) -> torch.Tensor:
-        """The bound's estimate summed over (scaled) data points, as a differentiable scalar."""
-        pieces = []
+    def _bound_and_surrogate(self, model, guide, args, kwargs):
+        """The bound's estimate summed over (scaled) data points; it is its own surrogate."""
+        pieces, data_scale = [], 1.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            sites = [s for t in (model_trace, guide_trace) for s in t.nodes.values()
-                     if s["type"] == "sample"]
-            sum_dims = get_dependent_plate_dims(sites)
-            shared = set(sites[0]["cond_indep_stack"]).intersection(
-                *(s["cond_indep_stack"] for s in sites))
-            data_scale = math.prod(f.full_size / f.size for f in shared
-                                   if f.full_size is not None and f.vectorized)
-            log_w = 0.0
-            for site in model_trace.nodes.values():
-                if site["type"] == "sample":
-                    log_w = log_w + torch_sum(site["log_prob"], sum_dims)
-            for site in guide_trace.nodes.values():
-                if site["type"] == "sample":
-                    log_w = log_w - torch_sum(site["log_prob"], sum_dims)
-            pieces.append(log_w / data_scale)
+            lp = point_log_probs(model_trace, guide_trace)
+            pieces.append(lp.log_w)
+            data_scale = lp.data_scale
         if self.vectorize_particles:
-            log_w = pieces[0]
-            if self.num_particles == 1:
-                log_w = log_w.unsqueeze(0) if torch.is_tensor(log_w) else torch.tensor([log_w])
+            log_w = pieces[0] if self.num_particles > 1 else pieces[0].unsqueeze(0)
         else:
             log_w = torch.stack(pieces)
-        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
-        return data_scale * bound.sum()
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            loss = -self._bound(model, guide, args, kwargs).item()
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        loss = -self._bound(model, guide, args, kwargs)
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
+        bound = data_scale * (torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)).sum()
+        return bound, bound
 
 
 OBJECTIVES: dict[str, tuple[Callable[..., ELBO], Callable[..., ELBO] | None]] = {

@@ -15,8 +15,11 @@ from pyro_vae.estimators.traces import check_num_particles
 
 class MultiSampleELBO(ELBO, abc.ABC):
     """Subclasses implement :meth:`_bound_and_surrogate`; ``loss`` is minus the bound,
-    ``loss_and_grads`` back-propagates minus the surrogate. Particles are always vectorized
-    (``max_plate_nesting`` must count the model's plates plus one for the particles)."""
+    ``loss_and_grads`` back-propagates minus the surrogate. VIMCO, RWS and DReG draw their
+    particles in one vectorized trace (:func:`~pyro_vae.estimators.traces.importance_traces`;
+    ``max_plate_nesting`` must count the model's plates plus one for the particles);
+    :class:`~pyro_vae.objectives.IWAE_ELBO` goes through Pyro's ``_get_traces`` and so also
+    honours ``vectorize_particles=False``."""
 
     objective_name = "multi-sample"
     min_particles = 2
@@ -25,7 +28,7 @@ class MultiSampleELBO(ELBO, abc.ABC):
                  vectorize_particles: bool = True, strict_enumeration_warning: bool = True):
         check_num_particles(self.objective_name, num_particles, self.min_particles)
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
-                         vectorize_particles=True,
+                         vectorize_particles=vectorize_particles,
                          strict_enumeration_warning=strict_enumeration_warning)
 
     def _get_trace(self, model, guide, args, kwargs):
