@@ -317,19 +317,30 @@ def mutual_information_gap(latents: torch.Tensor, factors: torch.Tensor, bins: i
     return {"mig": mig, "mig_per_factor": per_factor, "mi": mi.tolist()}
 
 
+def _guide_means(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None,
+                 batch_size: int, num_particles: int) -> dict[str, torch.Tensor]:
+    """The guide's mean of each latent site per data point, ``{site: (N, D_site)}``, averaged
+    over ``num_particles`` draws of the sites it depends on (the guide alone is run)."""
+    dim = -(model.max_plate_nesting + 1)
+    guide = pyro.plate("eval_particles", num_particles, dim=dim)(model.guide)
+    means: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size]
+        yb = None if y is None else y[start:start + batch_size]
+        guide_trace = poutine.trace(guide).get_trace(xb, yb)
+        for name, site in _sample_sites(guide_trace):
+            v = site["value"]
+            m = _site_mean(site["fn"], v).expand_as(v).reshape(num_particles, xb.shape[0], -1)
+            means.setdefault(name, []).append(m.mean(0))
+    return {name: torch.cat(m) for name, m in means.items()}
+
+
 @torch.no_grad()
 def latent_means(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
                  batch_size: int = 1000) -> torch.Tensor:
     """The guide's mean of every latent site, concatenated per data point: ``(N, D)``."""
     model.eval()
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size]
-        yb = None if y is None else y[start:start + batch_size]
-        guide_trace = poutine.trace(model.guide).get_trace(xb, yb)
-        out.append(torch.cat([_site_mean(s["fn"], s["value"]).reshape(xb.shape[0], -1)
-                              for _, s in _sample_sites(guide_trace)], 1))
-    return torch.cat(out)
+    return torch.cat(list(_guide_means(model, x, y, batch_size, 1).values()), 1)
 
 
 def disentanglement(model: LatentModel, data) -> dict:
@@ -341,6 +352,8 @@ def disentanglement(model: LatentModel, data) -> dict:
     result = mutual_information_gap(latent_means(model, data.test_x, y), data.test_factors,
                                     names=data.factor_names)
     return {"mig": result["mig"], "mig_per_factor": result["mig_per_factor"]}
+
+
 @torch.no_grad()
 def active_units_per_site(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
                           batch_size: int = 500, num_particles: int = 16) -> dict[str, int]:
@@ -351,14 +364,6 @@ def active_units_per_site(model: LatentModel, x: torch.Tensor, y: torch.Tensor |
     ``z1`` in a bottom-up guide) the inner mean is averaged over ``num_particles`` draws of
     the sites before it, so it estimates the marginal mean under q(z | x).
     """
-    means: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size]
-        yb = None if y is None else y[start:start + batch_size]
-        _, guide_trace = _traces(model, xb, yb, num_particles)
-        for name, site in _sample_sites(guide_trace):
-            v = site["value"]
-            m = _site_mean(site["fn"], v).expand_as(v).reshape(num_particles, xb.shape[0], -1)
-            means.setdefault(name, []).append(m.mean(0))
-    return {name: int((torch.cat(m).var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum())
+    means = _guide_means(model, x, y, batch_size, num_particles)
+    return {name: int((m.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum())
             for name, m in means.items()}
