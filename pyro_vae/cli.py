@@ -60,7 +60,6 @@ MODEL_HELP = {
     "hidden": "hidden layer sizes, e.g. 400 or 200,200",
     "activation": "relu, tanh, softplus or elu",
     "likelihood": "bernoulli (binary data) or gaussian",
-    "beta": "KL weight (beta-VAE); evaluation always uses 1",
     "layers": "stochastic layers of Bernoulli latents, 1 or 2",
     "arch": "mlp or conv encoder/decoder",
     "latent_dims": "units of each stochastic layer, z1 first, e.g. 100,50",
