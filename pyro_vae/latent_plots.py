@@ -55,12 +55,6 @@ def decode_codes(model: LatentModel, codes: torch.Tensor, like: torch.Tensor,
     return trace.nodes[model.observed_site]["fn"].mean
 
 
-def _readable(images: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour upscaling to at least 64 pixels a side, so small shapes show."""
-    factor = max(1, 64 // images.shape[-1])
-    return torch.nn.functional.interpolate(images, scale_factor=factor) if factor > 1 else images
-
-
 def _need_images(model: LatentModel, what: str) -> None:
     if not is_image(model.data_shape):
         raise ConfigError(f"the {what} picture needs image data; model {model.name} was "
@@ -85,7 +79,7 @@ def save_interpolation(model: LatentModel, x: torch.Tensor, path: str | Path,
         codes = (1 - t) * za[i] + t * zb[i]
         yi = None if ya is None else ya[i:i + 1]  # a conditional model decodes with a's label
         rows += [a[i:i + 1].cpu(), decode_codes(model, codes, x, yi).cpu(), b[i:i + 1].cpu()]
-    return _save_grid(_readable(torch.cat(rows)), path, nrow=steps + 2)
+    return _save_grid(torch.cat(rows), path, nrow=steps + 2, min_side=64)
 
 
 @torch.no_grad()
@@ -111,7 +105,7 @@ def save_traversal(model: LatentModel, x: torch.Tensor, path: str | Path,
         grid = base.expand(steps, -1).clone()
         grid[:, d] = torch.linspace(lo.item(), hi.item(), steps, device=codes.device)
         rows.append(decode_codes(model, grid, x, None if y is None else y[index:index + 1]).cpu())
-    return _save_grid(_readable(torch.cat(rows)), path, nrow=steps)
+    return _save_grid(torch.cat(rows), path, nrow=steps, min_side=64)
 
 
 @torch.no_grad()

@@ -23,10 +23,11 @@ def is_image(shape: Sequence[int]) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3)
 
 
-def _save_grid(images: torch.Tensor, path: Path, nrow: int) -> Path:
-    """Save a grid, upscaled (nearest) so that small digits stay readable."""
+def _save_grid(images: torch.Tensor, path: Path, nrow: int, min_side: int = 56) -> Path:
+    """Save a grid, upscaled (nearest, by a whole factor) toward ``min_side`` pixels a side so
+    that small images stay readable."""
     images = images.detach().cpu().clamp(0, 1)
-    factor = max(1, 56 // images.shape[-1])
+    factor = max(1, min_side // images.shape[-1])
     if factor > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
     path = Path(path)
