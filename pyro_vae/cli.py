@@ -340,12 +340,8 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_diagnose(args) -> int:
-    run = RunFolder(args.run)
-    run.read_config()  # a folder that is not a run, or has no checkpoint, fails before any work
-    if not run.has_checkpoint():
-        raise RunFolderError(f"{args.run} has no checkpoint; train it first "
-                             f"(pyro-vae train MODEL --out {args.run})")
-    from pyro_vae.diagnostics import diagnose
+    from pyro_vae.diagnostics import diagnose  # its load_trained refuses a folder that is not
+    # a run or has no checkpoint, with one line, before any work
 
     m = diagnose(args.run, points=args.points, draws=args.draws, ppc_draws=args.ppc_draws,
                  nuts=not args.no_nuts, nuts_point=args.nuts_point,
