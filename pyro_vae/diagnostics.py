@@ -26,14 +26,11 @@ from pyro.infer import Predictive
 from pyro_vae import _arviz_compat as azc
 from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.evaluate import log_weights
+from pyro_vae.likelihood import draw_log_weights, particles_per_chunk
 from pyro_vae.models.base import LatentModel
 
 KHAT_GOOD, KHAT_OK = 0.5, 0.7
 NETCDF = "posterior.nc"
-
-
-def _chunk(x: torch.Tensor, max_elements: int) -> int:
-    return max(1, max_elements // max(1, x[0].numel() * x.shape[0]))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -52,7 +49,7 @@ def guide_draws(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = No
     obs, latents = model.observed_site, list(model.latent_sites)
     post: dict[str, list] = {n: [] for n in latents}
     loglik, ppc, done = [], [], 0
-    step = _chunk(x, max_elements)
+    step = particles_per_chunk(x, max_elements)
     while done < num_draws:
         k = min(step, num_draws - done)
         samples = Predictive(model.model, guide=model.guide, num_samples=k, parallel=True,
@@ -104,12 +101,7 @@ def guide_log_ratios(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None
                      num_draws: int = 1000, max_elements: int = 2**24) -> torch.Tensor:
     """``log p(x_n, z) - log q(z | x_n)``, ``z ~ q``, shape ``(len(x), num_draws)``."""
     model.eval()
-    step, parts, done = _chunk(x, max_elements), [], 0
-    while done < num_draws:
-        k = min(step, num_draws - done)
-        parts.append(log_weights(model, x, y, k).double())
-        done += k
-    return torch.cat(parts).T
+    return draw_log_weights(log_weights, model, x, y, num_draws, max_elements).T
 
 
 def guide_khat(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,

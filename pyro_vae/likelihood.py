@@ -53,8 +53,16 @@ def prior_log_weights(model: LatentModel, x: torch.Tensor, y: torch.Tensor | Non
                                (num_particles, x.shape[0]))
 
 
-def _draw(fn, model, x, y, total: int, max_elements: int) -> torch.Tensor:
-    chunk = max(1, min(total, max_elements // max(1, x[0].numel() * x.shape[0])))
+def particles_per_chunk(x: torch.Tensor, max_elements: int) -> int:
+    """How many particles of all of ``x`` fit in about ``max_elements`` values."""
+    return max(1, max_elements // max(1, x[0].numel() * x.shape[0]))
+
+
+def draw_log_weights(fn, model: LatentModel, x: torch.Tensor, y: torch.Tensor | None,
+                     total: int, max_elements: int) -> torch.Tensor:
+    """``fn(model, x, y, k)`` (log weights ``(k, N)``) called in chunks until ``total``
+    particles are drawn: ``(total, N)``, double precision."""
+    chunk = min(total, particles_per_chunk(x, max_elements))
     parts, done = [], 0
     while done < total:
         k = min(chunk, total - done)
@@ -93,7 +101,7 @@ def estimate_log_likelihood(model: LatentModel, x: torch.Tensor, y: torch.Tensor
     exact = model.log_marginal(x).double() if has_exact_marginal(model) else None
     rows = []
     for method, fn in (("prior", prior_log_weights), ("importance", log_weights)):
-        w = _draw(fn, model, x, y, total, max_elements)  # (S, N)
+        w = draw_log_weights(fn, model, x, y, total, max_elements)  # (S, N)
         for k in ks:
             groups = total // k
             est = torch.logsumexp(w.reshape(groups, k, n), 1) - math.log(k)  # (G, N)
