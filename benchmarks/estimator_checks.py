@@ -17,7 +17,7 @@ import pyro
 import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
 
-from pyro_vae import build_model, load_dataset, set_seed
+from pyro_vae import load_dataset, set_seed
 from pyro_vae.estimators import RWS_ELBO, VIMCO_ELBO, DReG_IWAE_ELBO
 from pyro_vae.estimators.baselines import TraceGraphBaselineELBO
 from pyro_vae.estimators.exact import (
@@ -25,24 +25,27 @@ from pyro_vae.estimators.exact import (
     exact_gradient,
     exact_iwae,
     exact_wake_phi_target,
+    tiny_problem,
 )
-from pyro_vae.estimators.gradients import gradient_draws, guide_parameters, summarize
+from pyro_vae.estimators.gradients import (
+    difference_z_scores,
+    gradient_draws,
+    guide_parameters,
+    ppca_near_posterior,
+    summarize,
+    z_scores,
+)
 from pyro_vae.objectives import IWAE_ELBO
 
 
 def tiny():
     pyro.clear_param_store()
     set_seed(0)
-    model = build_model("bernoulli", (4,), latent_dim=3)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.7)
-    return model, torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]])
+    return tiny_problem()
 
 
 def max_z(draws, exact) -> float:
-    s = summarize("", draws)
-    return ((s.mean - exact.double()).abs() / s.stderr.clamp_min(1e-12)).max().item()
+    return z_scores(summarize("", draws), exact).max().item()
 
 
 def draws_with_baseline(objective, model, x, params, n):
@@ -97,19 +100,14 @@ def main() -> None:
     pyro.clear_param_store()
     set_seed(0)
     data = load_dataset("linear-gaussian")
-    ppca = build_model("linear", data.shape)
-    ppca.set_guide_to_posterior()
-    with torch.no_grad():
-        for p in (ppca.A, ppca.c, ppca.raw_tril):
-            p.add_(0.1 * torch.randn_like(p))
+    ppca = ppca_near_posterior(data.shape)
     x = data.test_x[:5]
     guide = guide_parameters(ppca, x)
     plain = summarize("", gradient_draws(IWAE_ELBO(num_particles=5, max_plate_nesting=2), ppca,
                                          x, guide, 600))
     dreg = summarize("", gradient_draws(DReG_IWAE_ELBO(num_particles=5, max_plate_nesting=2),
                                         ppca, x, guide, 600))
-    z = ((plain.mean - dreg.mean).abs()
-         / (plain.stderr ** 2 + dreg.stderr ** 2).sqrt().clamp_min(1e-12)).max().item()
+    z = difference_z_scores(plain, dreg).max().item()
     vp, vd = plain.variance.sum().item(), dreg.variance.sum().item()
     print(f"PPCA K=5, DReG vs IWAE guide gradient: max|z| {z:.2f}; total variance IWAE "
           f"{vp:.3f}, DReG {vd:.3f} (ratio {vd / vp:.4f})")

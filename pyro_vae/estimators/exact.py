@@ -27,6 +27,21 @@ from pyro_vae.models.bernoulli import BernoulliLatent
 MAX_BITS = 12
 
 
+def tiny_problem(bits: int = 3, pixels: int = 4, init_scale: float = 0.7
+                 ) -> tuple[BernoulliLatent, torch.Tensor]:
+    """A Bernoulli latent model of ``bits`` units and ``pixels`` pixels with every parameter
+    drawn from N(0, init_scale^2) (after the caller seeds), and two data points: the problem
+    the estimator tests and ``benchmarks/estimator_checks.py`` enumerate."""
+    from pyro_vae.models import build_model
+
+    model = build_model("bernoulli", (pixels,), latent_dim=bits)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, init_scale)
+    x = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]])[:, :pixels]
+    return model, x
+
+
 def latent_states(model: BernoulliLatent) -> torch.Tensor:
     """Every z in {0,1}^K as a ``(2^K, K)`` tensor."""
     k = model.config.latent_dim

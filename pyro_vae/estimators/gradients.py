@@ -96,6 +96,30 @@ def summarize(name: str, draws: torch.Tensor, seconds: float = float("nan")) -> 
                          seconds / max(1, d.shape[0]))
 
 
+def z_scores(stats: GradientStats, exact: torch.Tensor) -> torch.Tensor:
+    """Per coordinate, |mean - exact| in standard errors of the mean."""
+    return (stats.mean - exact.double()).abs() / stats.stderr.clamp_min(1e-12)
+
+
+def difference_z_scores(a: GradientStats, b: GradientStats) -> torch.Tensor:
+    """Per coordinate, |mean_a - mean_b| in standard errors of the difference."""
+    return (a.mean - b.mean).abs() / (a.stderr.pow(2) + b.stderr.pow(2)).sqrt().clamp_min(1e-12)
+
+
+def ppca_near_posterior(x_shape: tuple[int, ...], noise: float = 0.1) -> LatentModel:
+    """Probabilistic PCA (``linear``) whose guide is its exact posterior, then every guide
+    parameter nudged by ``noise`` x N(0, 1): a guide near the posterior, where the plain IWAE
+    guide gradient is dominated by its score term (the DReG comparison)."""
+    from pyro_vae.models import build_model
+
+    model = build_model("linear", x_shape)
+    model.set_guide_to_posterior()
+    with torch.no_grad():
+        for p in (model.A, model.c, model.raw_tril):
+            p.add_(noise * torch.randn_like(p))
+    return model
+
+
 def study(objective, model: LatentModel, x: torch.Tensor, params: list[nn.Parameter],
           num_draws: int, name: str, num_data: int | None = None) -> GradientStats:
     """:func:`gradient_draws` timed and summarized."""
