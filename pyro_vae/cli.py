@@ -31,7 +31,7 @@ from pyro_vae.train import TrainConfig, check_data, train
 
 log = logging.getLogger("pyro_vae")
 
-RESUMABLE = {"epochs", "device"}  # settings a resumed run may change
+RESUMABLE = {"epochs", "device", "engine"}  # settings a resumed run may change
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--num-particles", type=int, help="samples per data point (IWAE's K)")
     t.add_argument("--jit", action="store_const", const=True,
                    help="use Pyro's jit variant of the objective")
+    t.add_argument("--engine", help="fast (default: one fused Adam, no per-step host reads) or "
+                   "svi (Pyro's SVI object); same results, see docs/benchmarks.md")
+    t.add_argument("--lr-schedule", help="constant (default) or iwae (Burda et al.: stage i "
+                   "lasts 3^i epochs at lr * 10^(-i/7))")
     t.add_argument("--baseline", help="tracegraph's score-function baseline: none, decaying or "
                    "neural (default none)")
     t.add_argument("--baseline-lr", type=float,

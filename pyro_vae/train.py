@@ -10,6 +10,11 @@ Each epoch ends with the test ELBO (one sample per point) and an atomic checkpoi
 module's ``state_dict``, the optimizer state, the Pyro param store entries that live outside
 the module, every RNG state, the history and the elapsed seconds; ``resume=True`` continues
 from it and reaches the same parameters as an uninterrupted run (CPU, same seed).
+
+Each step runs on the fast path of :mod:`pyro_vae.engine` (``engine="fast"``, the default) or
+through Pyro's ``SVI`` object (``engine="svi"``); both give the same parameters. The loss stays
+on the device: the NaN guard reads it every step on the CPU and every ``GPU_CHECK_EVERY``
+steps on a GPU, where each read would stall the queue of kernels.
 """
 
 from __future__ import annotations
@@ -20,9 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import pyro
-import pyro.optim
 import torch
-from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from pyro_vae.annealing import (
@@ -32,6 +35,7 @@ from pyro_vae.annealing import (
     scaled_programs,
 )
 from pyro_vae.data import Dataset
+from pyro_vae.engine import ENGINES, LR_SCHEDULES, lr_factor, make_stepper
 from pyro_vae.errors import (
     ConfigError,
     DataError,
@@ -48,6 +52,7 @@ from pyro_vae.runs import RunFolder
 from pyro_vae.runtime import check_device_name, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
+GPU_CHECK_EVERY = 25  # steps between reads of the loss on a GPU (the NaN guard, the bar)
 
 
 @dataclass
@@ -68,6 +73,8 @@ class TrainConfig:
     beta: float = 1.0  # KL weight (beta-VAE), see pyro_vae.annealing
     kl_warmup_epochs: int = 0  # linear ramp of the KL weight from 0 to beta
     free_bits: float = 0.0  # minimum KL per latent dimension, nats (Kingma et al. 2016)
+    engine: str = "fast"  # fast or svi, see pyro_vae.engine
+    lr_schedule: str = "constant"  # constant or iwae (Burda et al.'s 3^i epochs per stage)
 
     def __post_init__(self) -> None:
         check_positive("epochs", self.epochs)
@@ -78,6 +85,12 @@ class TrainConfig:
         check_choice("objective", self.objective, OBJECTIVES)
         check_device_name(self.device)
         check_choice("baseline", self.baseline, BASELINES)
+        check_choice("engine", self.engine, ENGINES)
+        check_choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr_schedule != "constant" and (self.engine == "svi" or self.jit
+                                               or self.objective == "tracegraph"):
+            raise ConfigError(f"--lr-schedule {self.lr_schedule} needs the fast engine, which "
+                              "serves every objective but tracegraph and --jit")
         check_positive("baseline lr", self.baseline_lr, integer=False)
         if self.baseline != "none" and self.objective != "tracegraph":
             raise ConfigError(f"--baseline {self.baseline} applies to --objective tracegraph "
@@ -126,11 +139,11 @@ def _extra_params(model: LatentModel) -> dict:
             "constraints": {k: store["constraints"][k] for k in keep}}
 
 
-def _checkpoint(model, svi, epoch, history, seconds, config) -> dict:
+def _checkpoint(model, stepper, epoch, history, seconds, config) -> dict:
     return {
         "epoch": epoch,
         "model": model.state_dict(),
-        "optim": svi.optim.get_state(),
+        "optim": stepper.get_state(),
         "param_store": _extra_params(model),
         "rng": rng_state(),
         "history": history,
@@ -139,12 +152,21 @@ def _checkpoint(model, svi, epoch, history, seconds, config) -> dict:
     }
 
 
-def _restore(state: dict, model: LatentModel, optim: pyro.optim.PyroOptim, run: RunFolder):
+def _restore(state: dict, model: LatentModel, stepper, run: RunFolder):
     run.load_model_state(model, state)
     pyro.clear_param_store()
     pyro.get_param_store().set_state(state["param_store"])
-    optim.set_state(state["optim"])
+    stepper.set_state(state["optim"])
     set_rng_state(state["rng"])
+
+
+def _check_finite(loss: float, epoch: int, step: int, run: RunFolder | None) -> None:
+    """Raise :class:`TrainingDiverged` on a NaN/inf loss, naming what was kept."""
+    if not math.isfinite(loss):
+        where = (f"the checkpoint of epoch {epoch} in {run.path} is kept"
+                 if run is not None and epoch > 0 else "nothing was saved")
+        raise TrainingDiverged(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
+                               f"{where}; try a smaller --lr")
 
 
 def check_data(model: LatentModel, data: Dataset) -> None:
@@ -178,17 +200,19 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
         elbo = make_objective(config.objective, config.num_particles,
                               max_plate_nesting=model.max_plate_nesting, jit=config.jit,
                               baseline=config.baseline)
-    optim = pyro.optim.Adam(optim_args(config.lr, config.adam_eps, config.baseline_lr
-                                       if config.baseline == "neural" else None))
     model_fn, guide_fn, kl_scale = scaled_programs(model, model.latent_sites, config.beta)
-    svi = SVI(model_fn, guide_fn, optim, elbo)
+    stepper = make_stepper(config.engine, model_fn, guide_fn, elbo, lr=config.lr,
+                           eps=config.adam_eps,
+                           optim_args=optim_args(config.lr, config.adam_eps, config.baseline_lr
+                                                 if config.baseline == "neural" else None))
+    check_every = 1 if data.device.type == "cpu" else GPU_CHECK_EVERY
     n, nb = data.num_train, data.num_batches(config.batch_size)
     start_epoch, history, seconds = 0, [], 0.0
     if resume:
         if run is None or not run.has_checkpoint():
             raise RunFolderError("nothing to resume: the run folder has no checkpoint")
         state = run.load_checkpoint(map_location=data.device)
-        _restore(state, model, optim, run)
+        _restore(state, model, stepper, run)
         start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
         log.info("resuming %s at epoch %d of %d", run.path, start_epoch, config.epochs)
         if start_epoch >= config.epochs:
@@ -206,32 +230,33 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
             model.train()
-            total = 0.0
+            stepper.set_lr_factor(lr_factor(config.lr_schedule, epoch))
+            total = torch.zeros((), device=data.device)
             for step, (x, y) in enumerate(data.batches(config.batch_size)):
                 kl_scale.weight = kl_weight(config.beta, config.kl_warmup_epochs, epoch, step, nb)
-                loss = svi.step(x, y, num_data=n)
-                if not math.isfinite(loss):
-                    where = (f"the checkpoint of epoch {epoch} in {run.path} is kept"
-                             if run is not None and epoch > 0 else "nothing was saved")
-                    raise TrainingDiverged(f"the loss became {loss} at epoch {epoch + 1}, step "
-                                           f"{step + 1}; {where}; try a smaller --lr")
-                total += loss
+                loss = stepper.step(x, y, num_data=n)
+                total += loss.to(total.device)
                 bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss / n:.2f}", refresh=False)
-            train_elbo = -total / (nb * n)
+                if (step + 1) % check_every == 0 or step + 1 == nb:
+                    _check_finite(float(loss), epoch, step, run)
+                if step % 50 == 0:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss) / n:.2f}",
+                                    refresh=False)
+            train_elbo = -float(total) / (nb * n)
             model.eval()
             test_elbo = mean_elbo(model, data.test_x, data.test_y if model.is_conditional
                                   else None)
             seconds += time.perf_counter() - t0
             history.append({"epoch": epoch + 1, "train_elbo": train_elbo,
                             "test_elbo": test_elbo, "seconds": round(seconds, 3),
-                            "kl_weight": kl_scale.weight})
+                            "kl_weight": kl_scale.weight,
+                            "lr": config.lr * lr_factor(config.lr_schedule, epoch)})
             bar.set_postfix(epoch=epoch + 1, train=f"{train_elbo:.2f}", test=f"{test_elbo:.2f}")
             log.debug("epoch %d: train ELBO %.3f, test ELBO %.3f", epoch + 1, train_elbo,
                       test_elbo)
             if run is not None:
-                run.save_checkpoint(_checkpoint(model, svi, epoch + 1, history, seconds, config))
+                run.save_checkpoint(_checkpoint(model, stepper, epoch + 1, history, seconds,
+                                                config))
                 run.write_history(history)
     finally:
         bar.close()

@@ -180,14 +180,14 @@ def test_sample_refuses_bad_numbers_and_paths(run_dir, tmp_path, capsys):
 
 
 def test_interrupt_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
-    import pyro
+    from pyro_vae.engine import FastStepper
 
     out = tmp_path / "r"
     assert _run(["train", "vae", *TINY, "--epochs", "1", "--eval-samples", "0", "--out", out],
                 capsys)[0] == 0
     before = (out / "checkpoint.pt").read_bytes()
     calls = {"n": 0}
-    real_step = pyro.infer.SVI.step
+    real_step = FastStepper.step
 
     def step(self, *args, **kwargs):
         calls["n"] += 1
@@ -195,7 +195,7 @@ def test_interrupt_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(pyro.infer.SVI, "step", step)
+    monkeypatch.setattr(FastStepper, "step", step)
     code, _, err = _run(["train", "--resume", "--out", out, "--epochs", "3", "--eval-samples",
                          "0", "--no-progress"], capsys)
     assert code == 130 and "continue with --resume" in err

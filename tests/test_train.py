@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import pyro
 import pytest
 import torch
 
 from pyro_vae.data import load_dataset
+from pyro_vae.engine import FastStepper, SVIStepper
 from pyro_vae.errors import ConfigError, DataError, TrainingDiverged
 from pyro_vae.evaluate import importance_bounds
 from pyro_vae.models import build_model
@@ -58,23 +61,25 @@ def test_training_improves_the_elbo_and_the_bounds_are_ordered():
     assert b["elbo"] <= b["iwae"][5] <= b["iwae"][50] <= b["log_likelihood"]
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["fast", "svi"])
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, engine):
     model, data = _fresh()
     run = RunFolder(tmp_path / "run")
-    train(model, data, TrainConfig(epochs=1, batch_size=64), run, progress=False)
+    config = TrainConfig(epochs=1, batch_size=64, engine=engine)
+    train(model, data, config, run, progress=False)
     before = run.checkpoint_path.read_bytes()
     calls = {"n": 0}
-    real_step = pyro.infer.SVI.step
+    stepper = {"fast": FastStepper, "svi": SVIStepper}[engine]
+    real_step = stepper.step
 
     def step(self, *args, **kwargs):
         calls["n"] += 1
         loss = real_step(self, *args, **kwargs)
-        return float("nan") if calls["n"] == 5 else loss
+        return torch.tensor(float("nan")) if calls["n"] == 5 else loss
 
-    monkeypatch.setattr(pyro.infer.SVI, "step", step)
+    monkeypatch.setattr(stepper, "step", step)
     with pytest.raises(TrainingDiverged, match="epoch 2, step 5.*checkpoint of epoch 1"):
-        train(model, data, TrainConfig(epochs=3, batch_size=64), run, resume=True,
-              progress=False)
+        train(model, data, replace(config, epochs=3), run, resume=True, progress=False)
     assert run.checkpoint_path.read_bytes() == before
 
 

@@ -1,0 +1,215 @@
+"""How one SVI step runs: Pyro's ``SVI`` object, or a fast path with the same semantics.
+
+``train`` asks :func:`make_stepper` for a stepper and calls ``stepper.step(x, y, num_data)``
+once per minibatch; both steppers minimise the same objective on the same model/guide pair
+and draw the same random numbers, so a seeded run reaches the same parameters either way
+(``tests/test_engine.py`` checks it to floating-point noise).
+
+``svi``   the canonical Pyro loop: :class:`pyro.infer.SVI` with :class:`pyro.optim.Adam`,
+          which keeps one ``torch.optim.Adam`` per parameter and looks each one up in the
+          param store on every step, and an ELBO that reads its value back with ``.item()``.
+``fast``  what a hand-written PyTorch loop does, around the same Pyro objective:
+
+          * ``loss = objective.differentiable_loss(model, guide, x, ...)``, ``loss.backward()``
+            and one fused ``torch.optim.Adam`` over every parameter the two programs register
+            (found once, by running them under ``poutine.trace(param_only=True)``);
+          * the ``trace`` objective as :class:`SyncFreeTrace_ELBO`: when every guide site is
+            reparameterized, Trace_ELBO's surrogate *is* the ELBO, so the loss is
+            ``guide_trace.log_prob_sum() - model_trace.log_prob_sum()`` kept on the device,
+            without Trace_ELBO's per-site ``.item()`` reads (each one a host-device sync on a
+            GPU); otherwise it defers to Trace_ELBO unchanged;
+          * Pyro's argument and shape validation on the first step only (it re-checks every
+            distribution's parameters on every step otherwise); the data were checked whole
+            before training (``train.check_data``).
+
+The fast path serves every objective that has a ``differentiable_loss`` (trace, meanfield,
+iwae, iwae-dreg, rws, vimco, enum, free bits); ``tracegraph`` (its baselines keep their own
+optimizer settings) and ``--jit`` (Pyro's compiled ELBOs, measured slower than eager on the CPU
+by ``benchmarks/speed.py --paths jit``) fall back to ``svi``. Checkpoints hold the optimizer
+state in Pyro's format (one Adam state per parameter name) whichever stepper wrote it, so a run
+can resume under the other engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import pyro
+import pyro.optim
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.elbo import ELBO
+
+from pyro_vae.runtime import rng_state, set_rng_state
+
+ENGINES = ("fast", "svi")
+
+
+class SyncFreeTrace_ELBO(Trace_ELBO):
+    """``Trace_ELBO`` whose ``differentiable_loss`` never reads a value back to the host.
+
+    For a guide whose sample sites are all reparameterized, Trace_ELBO's surrogate equals the
+    ELBO estimate itself, ``sum log p(x, z) - sum log q(z | x)`` (the score-function terms are
+    zero), so the loss is that difference as a tensor. A particle with non-reparameterized
+    sites gets Trace_ELBO's own surrogate (score-function terms, read back with ``.item()``).
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            if all(site["fn"].has_rsample for site in guide_trace.nodes.values()
+                   if site["type"] == "sample" and not site["is_observed"]):
+                particle = guide_trace.log_prob_sum() - model_trace.log_prob_sum()
+            else:  # score-function terms: Trace_ELBO's own surrogate for this particle
+                value, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+                particle = value + (surrogate - surrogate.detach())
+            loss = loss + particle
+        return loss / self.num_particles
+
+
+def fast_objective(elbo: ELBO) -> ELBO:
+    """The objective the fast path uses: the sync-free variant of a plain ``Trace_ELBO``."""
+    if type(elbo) is Trace_ELBO:
+        return SyncFreeTrace_ELBO(num_particles=elbo.num_particles,
+                                  max_plate_nesting=elbo.max_plate_nesting,
+                                  vectorize_particles=elbo.vectorize_particles)
+    return elbo
+
+
+def _adam(params: list[torch.Tensor], lr: float, eps: float) -> torch.optim.Adam:
+    """One Adam over ``params``: fused (one kernel for all tensors) where torch supports it."""
+    fused = all(p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+                and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=fused or None)
+
+
+class SVIStepper:
+    """Pyro's SVI with ``pyro.optim.Adam``; ``optim_args`` as :class:`pyro.optim.Adam` takes."""
+
+    engine = "svi"
+
+    def __init__(self, model_fn: Callable, guide_fn: Callable, elbo: ELBO, optim_args):
+        self.optim = pyro.optim.Adam(optim_args)
+        self.svi = SVI(model_fn, guide_fn, self.optim, elbo)
+
+    def step(self, x, y, num_data: int) -> torch.Tensor:
+        return torch.tensor(self.svi.step(x, y, num_data=num_data))
+
+    def set_lr_factor(self, factor: float) -> None:
+        if factor != 1.0:  # Pyro makes and restores its optimizers lazily, inside svi.step
+            raise ValueError("the svi engine trains at a constant learning rate")
+
+    def get_state(self) -> dict:
+        return self.optim.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self.optim.set_state(state)
+
+
+class FastStepper:
+    """``differentiable_loss`` + ``backward`` + one fused Adam; see the module docstring."""
+
+    engine = "fast"
+
+    def __init__(self, model_fn: Callable, guide_fn: Callable, elbo: ELBO, lr: float,
+                 eps: float):
+        self.model_fn, self.guide_fn, self.elbo = model_fn, guide_fn, fast_objective(elbo)
+        self.lr, self.eps, self.lr_factor = lr, eps, 1.0
+        self.optimizer: torch.optim.Adam | None = None
+        self.names: list[str] = []
+        self._pending_state: dict | None = None
+
+    def _build(self, x, y, num_data: int) -> None:
+        """Find the programs' parameters (the RNG is put back: nothing is consumed)."""
+        state = rng_state()
+        with poutine.block(), poutine.trace(param_only=True) as tr:
+            self.elbo.differentiable_loss(self.model_fn, self.guide_fn, x, y,
+                                          num_data=num_data)
+        set_rng_state(state)
+        store = pyro.get_param_store()
+        params = [site["value"].unconstrained() for site in tr.trace.nodes.values()]
+        self.names = [store.param_name(p) for p in params]
+        self.optimizer = _adam(params, self.lr * self.lr_factor, self.eps)
+        if self._pending_state is not None:
+            self._load(self._pending_state)
+            self._pending_state = None
+
+    def step(self, x, y, num_data: int) -> torch.Tensor:
+        first = self.optimizer is None
+        if first:
+            self._build(x, y, num_data)
+        # the first step runs with Pyro's validation as configured, the others without
+        with contextlib.nullcontext() if first else pyro.validation_enabled(False):
+            loss = self.elbo.differentiable_loss(self.model_fn, self.guide_fn, x, y,
+                                                 num_data=num_data)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Learning rate ``factor * lr`` from the next step on (a schedule's value)."""
+        self.lr_factor = factor
+        if self.optimizer is not None:
+            self.optimizer.param_groups[0]["lr"] = self.lr * factor
+
+    def get_state(self) -> dict:
+        """Pyro's format: ``{param name: a one-parameter Adam state_dict}``."""
+        if self.optimizer is None:
+            return dict(self._pending_state or {})
+        full = self.optimizer.state_dict()
+        group = {k: v for k, v in full["param_groups"][0].items() if k != "params"}
+        group.update(fused=None, params=[0])
+        out = {}
+        for i, name in enumerate(self.names):
+            st = dict(full["state"].get(i, {}))
+            if "step" in st:
+                st["step"] = st["step"].detach().to("cpu", torch.float32)
+            out[name] = {"state": {0: st} if st else {}, "param_groups": [dict(group)]}
+        return out
+
+    def set_state(self, state: dict) -> None:
+        if self.optimizer is None:
+            self._pending_state = state
+        else:
+            self._load(state)
+
+    def _load(self, state: dict) -> None:
+        """Per-parameter moments from a Pyro-format state; hyperparameters stay this run's."""
+        full = self.optimizer.state_dict()
+        for i, name in enumerate(self.names):
+            saved = state.get(name, {}).get("state", {})
+            if saved:
+                full["state"][i] = next(iter(saved.values()))
+        self.optimizer.load_state_dict(full)
+        self.set_lr_factor(self.lr_factor)
+
+
+def make_stepper(engine: str, model_fn: Callable, guide_fn: Callable, elbo: ELBO, *,
+                 lr: float, eps: float, optim_args) -> SVIStepper | FastStepper:
+    """The stepper for ``engine``; ``svi`` wherever the fast path does not apply."""
+    if engine == "fast" and hasattr(elbo, "differentiable_loss") \
+            and not type(elbo).__name__.startswith("Jit"):
+        return FastStepper(model_fn, guide_fn, elbo, lr, eps)
+    return SVIStepper(model_fn, guide_fn, elbo, optim_args)
+
+
+
+LR_SCHEDULES = ("constant", "iwae")
+
+
+def lr_factor(schedule: str, epoch: int) -> float:
+    """The learning-rate multiplier of ``epoch`` (0-based) under ``schedule``.
+
+    ``iwae`` is Burda et al. (2016)'s: stage i = 0..7 lasts 3^i epochs at lr * 10^(-i/7)
+    (3,280 epochs in all); later epochs stay at the last stage's rate.
+    """
+    if schedule == "constant":
+        return 1.0
+    stage, end = 0, 1
+    while epoch >= end and stage < 7:
+        stage += 1
+        end += 3 ** stage
+    return 10.0 ** (-stage / 7)
