@@ -37,11 +37,12 @@ CASES = {  # id: (model, settings, data set, train settings)
 }
 
 
-def _train(case: str, engine: str, epochs: int = 2, run=None, resume=False, seed=0):
+def _train(case: str, engine: str, epochs: int = 2, run=None, resume=False, seed=0,
+           device="cpu"):
     name, settings, dataset, config = CASES[case]
     set_seed(seed)
     pyro.clear_param_store()
-    data = load_dataset(dataset)
+    data = load_dataset(dataset, device=torch.device(device))
     model = build_model(name, data.shape, **settings)
     cfg = TrainConfig(epochs=epochs, batch_size=64, engine=engine, **config)
     result = train(model, data, cfg, run, resume=resume, progress=False)
@@ -61,6 +62,16 @@ def test_fast_path_equals_plain_svi(case):
     for f, p in zip(fast_result.history, plain_result.history, strict=True):
         assert f["train_elbo"] == pytest.approx(p["train_elbo"], rel=1e-5)
         assert f["test_elbo"] == pytest.approx(p["test_elbo"], rel=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", ["vae-trace", "vae-iwae-k5", "hvae-trace"])
+def test_fast_path_equals_plain_svi_on_cuda(case):
+    fast, _ = _train(case, "fast", device="cuda")
+    plain, _ = _train(case, "svi", device="cuda")
+    for (name, a), (_, b) in zip(fast.state_dict().items(), plain.state_dict().items(),
+                                 strict=True):
+        assert a.is_cuda and torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
 
 
 @pytest.mark.parametrize("model_name,settings", [
