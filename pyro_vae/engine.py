@@ -121,20 +121,35 @@ class FastStepper:
         self.names: list[str] = []
         self._pending_state: dict | None = None
 
-    def _build(self, x, y, num_data: int) -> None:
-        """Find the programs' parameters (the RNG is put back: nothing is consumed)."""
+    def _discover(self, x, y, num_data: int) -> list[torch.Tensor]:
+        """The parameters the programs register (the RNG is put back: nothing is consumed)."""
         state = rng_state()
         with poutine.block(), poutine.trace(param_only=True) as tr:
             self.elbo.differentiable_loss(self.model_fn, self.guide_fn, x, y,
                                           num_data=num_data)
         set_rng_state(state)
+        return [site["value"].unconstrained() for site in tr.trace.nodes.values()]
+
+    def _build(self, x, y, num_data: int) -> None:
+        params = self._discover(x, y, num_data)
         store = pyro.get_param_store()
-        params = [site["value"].unconstrained() for site in tr.trace.nodes.values()]
         self.names = [store.param_name(p) for p in params]
         self.optimizer = _adam(params, self.lr * self.lr_factor, self.eps)
+        self._store_size = len(store)
         if self._pending_state is not None:
             self._load(self._pending_state)
             self._pending_state = None
+
+    def _refresh(self, x, y, num_data: int) -> None:
+        """Parameters a program created after the first step join the optimizer (SVI finds
+        them by tracing every step; here a growing param store is the signal)."""
+        known = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        new = [p for p in self._discover(x, y, num_data) if id(p) not in known]
+        store = pyro.get_param_store()
+        if new:
+            self.optimizer.add_param_group({"params": new})
+            self.names += [store.param_name(p) for p in new]
+        self._store_size = len(store)
 
     def step(self, x, y, num_data: int) -> torch.Tensor:
         first = self.optimizer is None
@@ -144,6 +159,8 @@ class FastStepper:
         with contextlib.nullcontext() if first else pyro.validation_enabled(False):
             loss = self.elbo.differentiable_loss(self.model_fn, self.guide_fn, x, y,
                                                  num_data=num_data)
+        if len(pyro.get_param_store()) != self._store_size:
+            self._refresh(x, y, num_data)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -152,8 +169,8 @@ class FastStepper:
     def set_lr_factor(self, factor: float) -> None:
         """Learning rate ``factor * lr`` from the next step on (a schedule's value)."""
         self.lr_factor = factor
-        if self.optimizer is not None:
-            self.optimizer.param_groups[0]["lr"] = self.lr * factor
+        for group in self.optimizer.param_groups if self.optimizer is not None else ():
+            group["lr"] = self.lr * factor
 
     def get_state(self) -> dict:
         """Pyro's format: ``{param name: a one-parameter Adam state_dict}``."""

@@ -4,9 +4,11 @@ import math
 from dataclasses import replace
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
+from torch.distributions import constraints
 
 from pyro_vae.data import load_dataset
 from pyro_vae.engine import (
@@ -116,6 +118,40 @@ def test_fast_steps_read_nothing_back_from_the_device(monkeypatch):
     monkeypatch.undo()
     assert reads == []
     assert math.isfinite(float(loss))
+
+
+def test_a_parameter_created_after_the_first_steps_is_trained_as_svi_trains_it():
+    late = {"on": False}
+
+    def model(x, y=None, num_data=None):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(x, y=None, num_data=None):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        scale = (pyro.param("late_scale", torch.tensor(1.0), constraint=constraints.positive)
+                 if late["on"] else torch.tensor(1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, scale))
+
+    x = torch.full((20,), 3.0)
+    finals = []
+    for engine in ("svi", "fast"):
+        pyro.clear_param_store()
+        set_seed(0)
+        late["on"] = False
+        stepper = make_stepper(engine, model, guide, make_objective("trace"), lr=0.05,
+                               eps=1e-8, optim_args={"lr": 0.05})
+        for i in range(30):
+            late["on"] = i >= 2
+            stepper.step(x, None, num_data=20)
+        finals.append({k: v.detach().clone() for k, v in pyro.get_param_store().items()})
+    svi, fast = finals
+    assert set(fast) == {"loc", "late_scale"}
+    assert abs(fast["late_scale"].item() - 1.0) > 0.1  # it moved: it was trained
+    for k in svi:
+        assert torch.allclose(svi[k], fast[k], rtol=1e-5), k
 
 
 def test_objectives_without_a_differentiable_loss_and_jit_use_svi():
