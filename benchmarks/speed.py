@@ -267,6 +267,36 @@ def _print_epochs(rows: list[dict]) -> None:
               f"{r['epoch_seconds']:.2f} ({r['epoch_seconds_min']:.2f}) |")
 
 
+def plot_ratios(rows: list[dict], path: Path) -> None:
+    """Grouped bars: each path's time over ``torch``'s, per device, model and batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = list(dict.fromkeys((r["device"], r["model"], r["batch"]) for r in rows))
+    paths = [q for q in dict.fromkeys(r["path"] for r in rows) if q != "torch"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(cells) * len(paths) / 2), 3.8))
+    width = 0.8 / len(paths)
+    for j, q in enumerate(paths):
+        got = {(r["device"], r["model"], r["batch"]): r for r in rows if r["path"] == q}
+        xs = [i + (j - (len(paths) - 1) / 2) * width for i, c in enumerate(cells) if c in got]
+        mid = [got[c]["ratio"] for c in cells if c in got]
+        err = [[got[c]["ratio"] - got[c]["ratio_min"] for c in cells if c in got],
+               [got[c]["ratio_max"] - got[c]["ratio"] for c in cells if c in got]]
+        ax.bar(xs, mid, width, yerr=err, capsize=2, label=q)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axhline(1.1, color="r", lw=0.8, ls="--", label="1.10")
+    ax.set_xticks(range(len(cells)))
+    ax.set_xticklabels([f"{m}\n{d} B={b}" for d, m, b in cells], fontsize=7)
+    ax.set_ylabel("time per step / hand-written torch")
+    ax.set_title("median over repeats, bars: [min, max]", fontsize=9)
+    ax.legend(fontsize=7, ncol=len(paths) + 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _list(kind, choices):
     def parse(text: str) -> list:
         items = [] if text == "none" else [kind(t) for t in text.split(",")]
@@ -296,6 +326,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dataset", default="mnist-5k")
     p.add_argument("--csv", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--plot", type=Path, default=None, help="draw the ratios into this PNG")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -325,6 +356,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         _print_memory([r for r in mem if r["device"] == "cpu"])
         if any(r["device"] == "cuda" for r in mem):
             _print_memory([r for r in mem if r["device"] == "cuda"])
+    if args.plot and rows:
+        plot_ratios(rows, args.plot)
     if args.csv:
         with args.csv.open("w", newline="") as f:
             every = rows + mem + full
