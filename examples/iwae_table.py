@@ -19,8 +19,11 @@ The paper's protocol, as pyro_vae runs it (the defaults):
   active units: Cov_x(E_q[u]) > 0.01, per stochastic layer (printed ``z1+z2``).
 
 Cost: the full protocol is 3,280 epochs per row, about 9.8 million steps of batch 20 on full
-MNIST, and ten rows: it is meant for a GPU, and its time there is unmeasured. The paper's
-weight initialization is not reproduced (the library's default initialization is used).
+MNIST, and ten rows: it is meant for a GPU, and its time there is unmeasured. On one shared CPU
+core, one epoch of ``mnist-5k`` (225 steps) took 5 s (1 layer, k=1) to 22 s (2 layers, IWAE
+k=50). The paper's weight initialization is not reproduced (the library's default is used).
+Bad settings and an unloadable data set stop with one line before any training; an existing
+row folder is refused unless ``--resume`` is given.
 
 On ``mnist-5k`` (4,500 training digits instead of 60,000; 500 test digits) or ``digits`` (8x8)
 the numbers are not comparable with the paper's; the table says so. ``--dataset mnist`` needs
@@ -55,6 +58,7 @@ from pyro_vae import (  # noqa: E402
     set_seed,
     train,
 )
+from pyro_vae.errors import ConfigError  # noqa: E402
 from pyro_vae.evaluate import check_num_samples  # noqa: E402
 from pyro_vae.runtime import resolve_device  # noqa: E402
 
@@ -89,7 +93,7 @@ def label(row_id: str) -> str:
     return f"{layers} layer{'s' if layers > 1 else ''}, k={k}, {name}"
 
 
-def _row_ids(text: str) -> list[str]:
+def row_ids(text: str) -> list[str]:
     ids = list(ROWS) if text == "all" else [s.strip() for s in text.split(",") if s.strip()]
     unknown = [i for i in ids if i not in ROWS]
     if unknown or not ids or len(set(ids)) != len(ids):
@@ -101,7 +105,7 @@ def _row_ids(text: str) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist", choices=DATASETS)
-    p.add_argument("--rows", type=_row_ids, default=list(ROWS),
+    p.add_argument("--rows", type=row_ids, default=list(ROWS),
                    help=f"'all' or comma-separated ids: {', '.join(ROWS)}")
     p.add_argument("--epochs", type=int, default=FULL_EPOCHS,
                    help=f"train the first N epochs of the {FULL_EPOCHS}-epoch schedule")
@@ -124,22 +128,18 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = parser()
     args = p.parse_args(argv)
-    # every setting is checked before minutes (or days) of training, with the library's words
-    try:
-        device = resolve_device(args.device)
-        configs = {i: TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                  adam_eps=args.adam_eps, lr_schedule=args.lr_schedule,
-                                  objective=ROWS[i][1], num_particles=ROWS[i][2],
-                                  seed=args.seed, device=args.device) for i in args.rows}
-        check_num_samples(args.eval_samples, ())
-    except UserError as exc:
-        p.error(" ".join(str(exc).split()))
+    # every setting is checked before hours of training: a UserError, one line from the shell
+    device = resolve_device(args.device)
+    configs = {i: TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              adam_eps=args.adam_eps, lr_schedule=args.lr_schedule,
+                              objective=ROWS[i][1], num_particles=ROWS[i][2], seed=args.seed,
+                              device=args.device) for i in args.rows}
+    check_num_samples(args.eval_samples, ())
     for i in args.rows:
-        run = RunFolder(args.out / i)
-        if run.has_checkpoint() and not args.resume:
-            p.error(f"{run.path} already holds a run; pass --resume to continue it or choose "
-                    "another --out")
-    data = load_dataset(args.dataset, device=device)  # DataError (offline mnist): one line
+        if RunFolder(args.out / i).has_checkpoint() and not args.resume:
+            raise ConfigError(f"{args.out / i} already holds a run; pass --resume to continue "
+                              "it or choose another --out")
+    data = load_dataset(args.dataset, device=device)  # DataError, e.g. mnist while offline
     rows = []
     for i in args.rows:
         rows.append(run_row(i, configs[i], data, args, device))
