@@ -29,6 +29,8 @@ TINY_ARGS = {
     "hierarchical.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "50"],
     "cvae.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "20",
                 "--num-generated", "50", "--classifier-epochs", "1"],
+    "iwae_table.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "10",
+                      "--rows", "1L-k1,2L-iwae-k5"],
 }
 
 
