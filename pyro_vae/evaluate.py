@@ -36,6 +36,7 @@ from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.models.base import LatentModel
 
 ACTIVE_UNIT_THRESHOLD = 0.01
+MEAN_PARTICLES = 16  # draws of the sites above that E_q[z_s | x] of a lower site averages over
 
 
 def _traces(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None, num_particles: int):
@@ -234,6 +235,9 @@ def latent_usage(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = N
         means.append(torch.cat(m_batch, 1))
         kls.append(torch.cat(k_batch, 1))
     means_all = torch.cat(means)
+    if len(sites) > 1:  # E_q[z_s] of a site below another one: average over draws above it
+        marginal = _guide_means(model, x, y, batch_size, MEAN_PARTICLES)
+        means_all = torch.cat([marginal[name] for name in sites], 1)
     return LatentUsage(means_all.var(0, unbiased=True), torch.cat(kls).mean(0), per_dim, sites)
 
 
@@ -356,7 +360,8 @@ def disentanglement(model: LatentModel, data) -> dict:
 
 @torch.no_grad()
 def active_units_per_site(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
-                          batch_size: int = 500, num_particles: int = 16) -> dict[str, int]:
+                          batch_size: int = 500,
+                          num_particles: int = MEAN_PARTICLES) -> dict[str, int]:
     """Active units of each latent site (e.g. each layer of a hierarchical VAE).
 
     Unit u of site s is active when :math:`\\mathrm{Cov}_x(\\mathbb{E}_{q(z|x)}[z_{s,u}])`

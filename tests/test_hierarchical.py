@@ -7,6 +7,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro_vae import TrainConfig, build_model, evaluate, load_dataset, train
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluate import active_units_per_site, latent_usage
+from pyro_vae.runtime import set_seed
 from pyro_vae.testing import check_model_guide
 
 SMALL = dict(latent_dims=(6, 3), hidden=(32, 16))
@@ -67,6 +68,19 @@ def test_per_site_active_units_match_latent_usage_for_one_site(digits):
     train(model, digits, TrainConfig(epochs=3), progress=False)
     x = digits.test_x
     assert active_units_per_site(model, x) == {"z": latent_usage(model, x).active_units}
+
+
+def test_overall_active_units_count_each_layer_as_the_per_layer_count_does():
+    """z2's mean under a bottom-up guide depends on the draw of z1: one draw per image would
+    add that noise to Cov_x(E_q[z2]) and count inactive units as active (it counted 2 here)."""
+    data = load_dataset("mnist-5k")
+    model = build_model("hvae", data.shape, latent_dims=(20, 10), hidden=(100, 50))
+    train(model, data, TrainConfig(epochs=2), progress=False)
+    x = data.test_x
+    set_seed(1)
+    per_site = active_units_per_site(model, x)
+    set_seed(1)
+    assert latent_usage(model, x).active_units == sum(per_site.values()) == 1
 
 
 @pytest.mark.parametrize("objective, k", [("trace", 1), ("meanfield", 1), ("iwae", 5)])
