@@ -19,9 +19,8 @@ Both examples are loaded from their files (as tests/test_examples.py does) and r
 budget given here; nothing of their logic is copied. Each prints its own progress; the last
 table is figure | published | ours | data set, epochs, device | difference (ours - published).
 The default budget (mnist-5k; 5 epochs per IWAE row at batch 20, 10 per CVAE model, 1,000
-importance samples) was not run whole here; from one-epoch times measured on one shared CPU
-core (5 to 22 s per IWAE row, about 1 s per CVAE model) it is about 5 minutes of training plus
-the evaluations. On ``mnist-5k`` (4,500 training / 500 test digits) or ``digits`` the figures
+importance samples) took 4 minutes 7 seconds on one core of this workplace's CPU
+(docs/benchmarks.md has its table). On ``mnist-5k`` (4,500 training / 500 test digits) or ``digits`` the figures
 are not the published setting and the table says so: such a difference measures the budget
 and the data, not the library.
 """
