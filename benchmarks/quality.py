@@ -20,9 +20,10 @@ budget given here; nothing of their logic is copied. Each prints its own progres
 table is figure | published | ours | data set, epochs, device | difference (ours - published).
 The default budget (mnist-5k; 5 epochs per IWAE row at batch 20, 10 per CVAE model, 1,000
 importance samples) took 4 minutes 7 seconds on one core of this workplace's CPU
-(docs/benchmarks.md has its table). On ``mnist-5k`` (4,500 training / 500 test digits) or ``digits`` the figures
-are not the published setting and the table says so: such a difference measures the budget
-and the data, not the library.
+(docs/benchmarks.md has its table).
+On ``mnist-5k`` (4,500 training / 500 test digits) or ``digits`` the figures are not the
+published setting and the table says so: such a difference measures the budget and the data,
+not the library.
 """
 
 from __future__ import annotations

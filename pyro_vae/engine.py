@@ -12,20 +12,22 @@ and draw the same random numbers, so a seeded run reaches the same parameters ei
 
           * ``loss = objective.differentiable_loss(model, guide, x, ...)``, ``loss.backward()``
             and one fused ``torch.optim.Adam`` over every parameter the two programs register
-            (found once, by running them under ``poutine.trace(param_only=True)``);
+            (found by running them under ``poutine.trace(param_only=True)`` on the first step,
+            and again whenever the param store grows: a parameter created later joins);
           * the ``trace`` objective as :class:`SyncFreeTrace_ELBO`: when every guide site is
             reparameterized, Trace_ELBO's surrogate *is* the ELBO, so the loss is
             ``guide_trace.log_prob_sum() - model_trace.log_prob_sum()`` kept on the device,
             without Trace_ELBO's per-site ``.item()`` reads (each one a host-device sync on a
-            GPU); otherwise it defers to Trace_ELBO unchanged;
+            GPU); a particle with score-function sites gets Trace_ELBO's own surrogate;
           * Pyro's argument and shape validation on the first step only (it re-checks every
             distribution's parameters on every step otherwise); the data were checked whole
             before training (``train.check_data``).
 
 The fast path serves every objective that has a ``differentiable_loss`` (trace, meanfield,
 iwae, iwae-dreg, rws, vimco, enum, free bits); ``tracegraph`` (its baselines keep their own
-optimizer settings) and ``--jit`` (Pyro's compiled ELBOs, measured slower than eager on the CPU
-by ``benchmarks/speed.py --paths jit``) fall back to ``svi``. Checkpoints hold the optimizer
+optimizer settings) and ``--jit`` (Pyro's compiled ELBOs: faster than plain SVI but slower
+than this path on the CPU, ``benchmarks/speed.py --paths torch,pyro,pyro_vae,jit``) fall back
+to ``svi``. Checkpoints hold the optimizer
 state in Pyro's format (one Adam state per parameter name) whichever stepper wrote it, so a run
 can resume under the other engine.
 """
