@@ -5,7 +5,8 @@
 
 In the spirit of Table 1 of Burda et al. (2016): the one-layer model is 784-[200-200 tanh]-50,
 the two-layer model 784-[200-200 tanh]-100-[100-100 tanh]-50 (``hvae``), each trained with the
-ELBO (``trace``, one sample) and with the IWAE bound (k=5), same epochs, batch and seed.
+ELBO (``trace``, one sample) and with the IWAE bound (k=5), same epochs, batch, seed and
+initialisation (``--init iwae``: Glorot weights, zero biases, decoder bias at the mean pixel).
 Prints a table (also ``table.md``), draws ``loglik.png``, and keeps one run folder per row.
 """
 
