@@ -67,6 +67,8 @@ MODEL_HELP = {
     "task": "cvae: label (generate by class) or quadrants (complete an image)",
     "num_classes": "cvae label task: number of classes",
     "observed_quadrants": "cvae quadrant task: 1, 2 or 3 observed quadrants",
+    "init": "vae/hvae: torch (PyTorch's default) or iwae (Glorot weights, zero biases, decoder "
+            "bias at the training data's mean pixel, as the IWAE paper's code)",
 }
 
 

@@ -203,3 +203,33 @@ class GaussianHead(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw_scale = self.net(x, extra).split(self.latent_dim, dim=-1)
         return loc, F.softplus(raw_scale) + self.min_scale
+
+
+# -- initialisation (``init="iwae"``) ----------------------------------------------------------
+INITS = ("torch", "iwae")
+
+
+def glorot_init_(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every linear and convolutional layer of
+    ``module`` (Glorot & Bengio 2010), as the IWAE paper's code initialises its networks
+    (``nnet.Linear.random`` of Burda et al. 2016); PyTorch's default draws smaller weights."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
+def set_output_bias_(decoder: nn.Module, mean: torch.Tensor) -> None:
+    """Set the bias of ``decoder``'s last layer to the logit of ``mean``, the training data's
+    mean pixel (clamped to [0.001, 0.999]), as the IWAE paper's code does for its Bernoulli
+    decoder (``get_train_bias_np``): the untrained model starts at the data's marginal.
+    Per pixel for the MLP decoder, per channel (the mean over pixels) for the conv one."""
+    last = [m for m in decoder.modules() if isinstance(m, (nn.Linear, nn.ConvTranspose2d))][-1]
+    p = mean.clamp(1e-3, 1 - 1e-3)
+    if isinstance(last, nn.Linear):
+        p = p.reshape(-1)
+    else:
+        p = p.reshape(p.shape[0], -1).mean(-1)
+    last.bias.copy_(torch.logit(p).to(last.bias))

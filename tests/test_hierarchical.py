@@ -94,3 +94,35 @@ def test_hvae_trains_and_reports_active_units_per_layer(digits, objective, k):
     assert set(m["active_units_per_site"]) == {"z1", "z2"}
     assert 0 <= m["active_units_per_site"]["z1"] <= 6
     assert 0 <= m["active_units_per_site"]["z2"] <= 3
+
+
+@pytest.mark.parametrize("name, settings", [("hvae", SMALL), ("vae", {"latent_dim": 4})])
+def test_iwae_init_is_glorot_and_starts_the_decoder_at_the_data_mean(digits, name, settings):
+    """init="iwae" (the IWAE paper's code): Glorot-uniform weights, zero biases, and after
+    init_from_data (which train() calls) the output bias is the logit of the mean pixel."""
+    torch.manual_seed(0)
+    model = build_model(name, digits.shape, init="iwae", **settings)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            bound = (6 / (m.in_features + m.out_features)) ** 0.5
+            assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.8 * bound
+            assert (m.bias == 0).all()
+    x = digits.train_x
+    torch.manual_seed(0)
+    before = evaluate(model, digits.test_x, num_samples=50)["test_elbo"]
+    model.init_from_data(x)
+    last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+    p = x.mean(0).reshape(-1).clamp(1e-3, 1 - 1e-3)
+    assert torch.allclose(torch.sigmoid(last.bias), p, atol=1e-5)
+    torch.manual_seed(0)
+    after = evaluate(model, digits.test_x, num_samples=50)["test_elbo"]
+    assert after > before + 5  # the untrained model already knows the mean image
+
+
+def test_torch_init_leaves_the_decoder_alone(digits):
+    model = build_model("vae", digits.shape, latent_dim=4)
+    assert model.config.init == "torch"
+    last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+    bias = last.bias.detach().clone()
+    model.init_from_data(digits.train_x)
+    assert torch.equal(last.bias, bias)

@@ -54,11 +54,14 @@ from pyro_vae.models.base import LatentModel
 from pyro_vae.nn import (
     ACTIVATIONS,
     ARCHS,
+    INITS,
     MLP,
     GaussianHead,
     activation,
     decoder_net,
     encoder_net,
+    glorot_init_,
+    set_output_bias_,
 )
 
 PARAMETERIZATIONS = ("iwae", "residual")
@@ -72,6 +75,7 @@ class HVAEConfig:
     activation: str = "tanh"
     parameterization: str = "iwae"
     arch: str = "mlp"
+    init: str = "iwae"  # Glorot weights, zero biases, output bias at the data (see nn.py)
 
     def __post_init__(self) -> None:
         self.latent_dims, self.hidden = tuple(self.latent_dims), tuple(self.hidden)
@@ -87,6 +91,7 @@ class HVAEConfig:
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         check_choice("arch", self.arch, ARCHS)
+        check_choice("init", self.init, INITS)
 
 
 class _Gaussian(nn.Module):
@@ -134,6 +139,14 @@ class HierarchicalVAE(LatentModel):
             self.residual_nets = nn.ModuleList(
                 MLP(widths[i] + (dims[i + 1] if i < L - 1 else 0), (widths[i],), 2 * dims[i], act)
                 for i in range(L))
+        if c.init == "iwae":
+            glorot_init_(self)
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """With ``init="iwae"``, start the decoder at the training data's mean pixel (called by
+        :func:`pyro_vae.train.train` before the first step)."""
+        if self.config.init == "iwae":
+            set_output_bias_(self.decoder, x.float().mean(0))
 
     # -- the two programs ----------------------------------------------------------------------
     def model(self, x, y=None, num_data=None):

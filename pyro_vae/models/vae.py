@@ -29,11 +29,14 @@ from pyro_vae.errors import DataError, check_choice
 from pyro_vae.models.base import LatentModel
 from pyro_vae.nn import (
     ARCHS,
+    INITS,
     Decoder,
     GaussianEncoder,
     GaussianHead,
     check_network,
     decoder_net,
+    glorot_init_,
+    set_output_bias_,
 )
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -46,11 +49,13 @@ class VAEConfig:
     activation: str = "relu"
     likelihood: str = "bernoulli"
     arch: str = "mlp"
+    init: str = "torch"  # or "iwae": Glorot weights, zero biases, output bias at the data
 
     def __post_init__(self) -> None:
         check_network(self)
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
         check_choice("arch", self.arch, ARCHS)
+        check_choice("init", self.init, INITS)
 
 
 class VAE(LatentModel):
@@ -72,6 +77,14 @@ class VAE(LatentModel):
             # per-pixel observation scale, softplus(raw) + 1e-3, starting at 0.1
             self.raw_obs_scale = nn.Parameter(torch.full(data_shape, -2.25))
         self._event_ndim = len(data_shape)
+        if c.init == "iwae":
+            glorot_init_(self)
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """With ``init="iwae"`` and Bernoulli pixels, start the decoder at the training data's
+        mean pixel (called by :func:`pyro_vae.train.train` before the first step)."""
+        if self.config.init == "iwae" and self.config.likelihood == "bernoulli":
+            set_output_bias_(self.decoder, x.float().mean(0))
 
     def _likelihood(self, out: torch.Tensor) -> dist.TorchDistribution:
         if self.config.likelihood == "bernoulli":
