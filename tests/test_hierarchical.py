@@ -74,7 +74,7 @@ def test_overall_active_units_count_each_layer_as_the_per_layer_count_does():
     """z2's mean under a bottom-up guide depends on the draw of z1: one draw per image would
     add that noise to Cov_x(E_q[z2]) and count inactive units as active (it counted 2 here)."""
     data = load_dataset("mnist-5k")
-    model = build_model("hvae", data.shape, latent_dims=(20, 10), hidden=(100, 50))
+    model = build_model("hvae", data.shape, latent_dims=(20, 10), hidden=(100, 50), init="torch")
     train(model, data, TrainConfig(epochs=2), progress=False)
     x = data.test_x
     set_seed(1)
