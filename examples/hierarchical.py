@@ -13,6 +13,7 @@ Prints a table (also ``table.md``), draws ``loglik.png``, and keeps one run fold
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +21,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_vae import RunFolder, TrainConfig, build_model, evaluate, load_dataset, set_seed, train  # noqa: E402,E501
+from pyro_vae import (  # noqa: E402,E501
+    RunFolder,
+    TrainConfig,
+    __version__,
+    build_model,
+    evaluate,
+    load_dataset,
+    set_seed,
+    train,
+)
 from pyro_vae.plots import save_run_pictures  # noqa: E402
 from pyro_vae.runtime import resolve_device  # noqa: E402
 
@@ -74,6 +84,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              objective=objective, num_particles=k, seed=args.seed,
                              device=args.device, kl_warmup_epochs=args.kl_warmup_epochs)
         run = RunFolder(args.out / f"{name}-{objective}")
+        run.write_config({"model": name, "model_config": model.config_dict(),
+                          "dataset": args.dataset, "binarize": data.binarize,
+                          "train": asdict(config), "pyro_vae_version": __version__})
         result = train(model, data, config, run, progress=False)
         set_seed(args.seed)
         m = evaluate(model, data.test_x, num_samples=args.eval_samples)
