@@ -27,8 +27,9 @@ def _floats(text: str) -> list[float]:
 def run_one(data, args, beta: float, warmup: int, free_bits: float, folder: Path) -> dict:
     set_seed(args.seed)
     model = build_model("vae", data.shape, latent_dim=args.latent_dim, hidden=(256, 128))
-    config = TrainConfig(epochs=args.epochs, batch_size=64, seed=args.seed, beta=beta,
-                         kl_warmup_epochs=warmup, free_bits=free_bits, device=args.device)
+    config = TrainConfig(epochs=args.epochs, batch_size=64, lr=args.lr, seed=args.seed,
+                         beta=beta, kl_warmup_epochs=warmup, free_bits=free_bits,
+                         device=args.device)
     train(model, data, config, progress=False)
     metrics = evaluate(model, data.test_x, num_samples=args.eval_samples)
     metrics |= disentanglement(model, data)
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--eval-samples", type=int, default=100)
     p.add_argument("--index", type=int, default=-1,
                    help="test image whose code is traversed (default: a large, central one)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/example-beta-vae"))
