@@ -31,6 +31,8 @@ from pyro_vae import (  # noqa: E402,E501
     set_seed,
     train,
 )
+from pyro_vae.errors import UserError  # noqa: E402
+from pyro_vae.evaluate import check_num_samples  # noqa: E402
 from pyro_vae.plots import save_run_pictures  # noqa: E402
 from pyro_vae.runtime import resolve_device  # noqa: E402
 
@@ -71,6 +73,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "issue compares)")
     p.add_argument("--out", type=Path, default=Path("runs/example-hierarchical"))
     args = p.parse_args(argv)
+    try:
+        check_num_samples(args.eval_samples)
+    except UserError as e:
+        p.error(str(e))
 
     device = resolve_device(args.device)
     rows = []
