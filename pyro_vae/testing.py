@@ -310,4 +310,17 @@ def assert_model_guide(module: Any, x: torch.Tensor, y: torch.Tensor | None = No
                              "check(s):\n" + "\n".join(f"- {p}" for p in problems))
 
 
-__all__ = ["assert_model_guide", "check_model_guide"]
+def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module, rtol: float = 0.0,
+                           atol: float = 0.0) -> None:
+    """Assert that two modules hold the same tensors, name by name: exactly equal by default
+    (a resumed run against an uninterrupted one), or ``torch.allclose`` within tolerances."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb), f"different parameter names: {list(sa)} and {list(sb)}"
+    for name, x in sa.items():
+        y = sb[name]
+        same = torch.equal(x, y) if rtol == atol == 0 else (
+            x.shape == y.shape and torch.allclose(x, y, rtol=rtol, atol=atol))
+        assert same, name
+
+
+__all__ = ["assert_model_guide", "assert_same_parameters", "check_model_guide"]

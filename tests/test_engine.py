@@ -23,6 +23,7 @@ from pyro_vae.models import build_model
 from pyro_vae.objectives import make_objective
 from pyro_vae.runs import RunFolder
 from pyro_vae.runtime import set_seed
+from pyro_vae.testing import assert_same_parameters
 from pyro_vae.train import TrainConfig, train
 
 CASES = {  # id: (model, settings, data set, train settings)
@@ -58,9 +59,7 @@ def test_fast_path_equals_plain_svi(case):
     summed in another order)."""
     fast, fast_result = _train(case, "fast")
     plain, plain_result = _train(case, "svi")
-    for (name, a), (_, b) in zip(fast.state_dict().items(), plain.state_dict().items(),
-                                 strict=True):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+    assert_same_parameters(fast, plain, rtol=1e-4, atol=1e-5)
     for f, p in zip(fast_result.history, plain_result.history, strict=True):
         assert f["train_elbo"] == pytest.approx(p["train_elbo"], rel=1e-5)
         assert f["test_elbo"] == pytest.approx(p["test_elbo"], rel=1e-5)
@@ -71,9 +70,8 @@ def test_fast_path_equals_plain_svi(case):
 def test_fast_path_equals_plain_svi_on_cuda(case):
     fast, _ = _train(case, "fast", device="cuda")
     plain, _ = _train(case, "svi", device="cuda")
-    for (name, a), (_, b) in zip(fast.state_dict().items(), plain.state_dict().items(),
-                                 strict=True):
-        assert a.is_cuda and torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
+    assert all(p.is_cuda for p in fast.parameters())
+    assert_same_parameters(fast, plain, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("model_name,settings", [
@@ -173,9 +171,7 @@ def test_a_run_resumes_under_the_other_engine(tmp_path, first, then):
     run = RunFolder(tmp_path / "run")
     _train("vae-trace", first, epochs=1, run=run)
     resumed, _ = _train("vae-trace", then, epochs=3, run=run, resume=True, seed=7)
-    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(),
-                                 strict=True):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+    assert_same_parameters(straight, resumed, rtol=1e-4, atol=1e-5)
 
 
 def test_iwae_learning_rate_schedule():
