@@ -203,7 +203,6 @@ class FastStepper:
             if saved:
                 full["state"][i] = next(iter(saved.values()))
         self.optimizer.load_state_dict(full)
-        self.set_lr_factor(self.lr_factor)
 
 
 def make_stepper(engine: str, model_fn: Callable, guide_fn: Callable, elbo: ELBO, *,
