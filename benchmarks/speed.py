@@ -69,6 +69,10 @@ def _normal_lp(z, loc, scale):
     return (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - HALF_LOG_2PI).sum(-1)
 
 
+def _std_normal_lp(z):
+    return (-0.5 * z ** 2 - HALF_LOG_2PI).sum(-1)
+
+
 def _bernoulli_lp(logits, x, event_ndim):
     nll = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
     return -nll.flatten(-event_ndim).sum(-1)
@@ -79,13 +83,13 @@ def torch_loss(model, x, num_data: int, k: int) -> torch.Tensor:
     ev = len(model.data_shape)
     if hasattr(model, "q_nets"):  # hvae: bottom-up guide, Monte Carlo log-weight per layer
         loc, scale = model.q_bottom(x)
-        zs, log_q = [loc + scale * torch.randn_like(loc)], _normal_lp
-        lq = log_q(zs[0], loc, scale)
+        zs = [loc + scale * torch.randn_like(loc)]
+        lq = _normal_lp(zs[0], loc, scale)
         for net in model.q_nets:
             loc, scale = net(zs[-1])
             zs.append(loc + scale * torch.randn_like(loc))
-            lq = lq + log_q(zs[-1], loc, scale)
-        lp = _normal_lp(zs[-1], torch.zeros_like(zs[-1]), torch.ones_like(zs[-1]))
+            lq = lq + _normal_lp(zs[-1], loc, scale)
+        lp = _std_normal_lp(zs[-1])
         for i in reversed(range(len(zs) - 1)):
             loc, scale = model.prior_nets[i](zs[i + 1])
             lp = lp + _normal_lp(zs[i], loc, scale)
@@ -98,7 +102,7 @@ def torch_loss(model, x, num_data: int, k: int) -> torch.Tensor:
         elbo = _bernoulli_lp(model.decoder(z), x, ev) - kl
         return -elbo.sum() * (num_data / x.shape[0])
     z = loc + scale * torch.randn(k, *loc.shape, device=loc.device)
-    log_w = (_bernoulli_lp(model.decoder(z), x, ev) + _normal_lp(z, 0.0 * z, 1.0 + 0.0 * z)
+    log_w = (_bernoulli_lp(model.decoder(z), x, ev) + _std_normal_lp(z)
              - _normal_lp(z, loc, scale))
     bound = torch.logsumexp(log_w, 0) - math.log(k)
     return -bound.sum() * (num_data / x.shape[0])

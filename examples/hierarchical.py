@@ -33,6 +33,7 @@ from pyro_vae import (  # noqa: E402,E501
 )
 from pyro_vae.errors import UserError  # noqa: E402
 from pyro_vae.evaluate import check_num_samples  # noqa: E402
+from pyro_vae.models.hierarchical import IWAE_PAPER_NETWORKS  # noqa: E402
 from pyro_vae.plots import save_run_pictures  # noqa: E402
 from pyro_vae.runtime import resolve_device  # noqa: E402
 
@@ -45,11 +46,12 @@ ROWS = [  # (label, model, settings, objective, k)
 
 
 def _settings(model: str, parameterization: str, arch: str, init: str) -> dict:
-    if model == "vae":
-        return {"latent_dim": 50, "hidden": (200, 200), "activation": "tanh", "arch": arch,
-                "init": init}
-    return {"latent_dims": (100, 50), "hidden": (200, 100), "activation": "tanh",
-            "parameterization": parameterization, "arch": arch, "init": init}
+    """The paper's network of ``model`` (pyro_vae.models.hierarchical.IWAE_PAPER_NETWORKS)
+    with this run's guide, architecture and initialisation."""
+    settings = IWAE_PAPER_NETWORKS[1 if model == "vae" else 2][1] | {"arch": arch, "init": init}
+    if model == "hvae":
+        settings["parameterization"] = parameterization
+    return settings
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

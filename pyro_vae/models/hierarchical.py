@@ -65,6 +65,13 @@ from pyro_vae.nn import (
 )
 
 PARAMETERIZATIONS = ("iwae", "residual")
+# Burda et al. (2016)'s networks by number of stochastic layers: (registered model, settings),
+# with the initialisation of the paper's code. examples/hierarchical.py and iwae_table.py.
+IWAE_PAPER_NETWORKS = {
+    1: ("vae", {"latent_dim": 50, "hidden": (200, 200), "activation": "tanh", "init": "iwae"}),
+    2: ("hvae", {"latent_dims": (100, 50), "hidden": (200, 100), "activation": "tanh",
+                 "parameterization": "iwae", "init": "iwae"}),
+}
 _SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(_SOFTPLUS_ONE) == 1
 
 
