@@ -4,7 +4,7 @@
 ``trace``        :class:`pyro.infer.Trace_ELBO` -- Monte Carlo ELBO, pathwise gradients where
                  sites are reparameterizable, score-function terms otherwise.
 ``meanfield``    :class:`pyro.infer.TraceMeanField_ELBO` -- the KL(q || p) term analytically.
-``iwae``         :class:`IWAE_ELBO` -- the importance-weighted bound L_K (Burda et al. 2016).
+``iwae``         :class:`~pyro_vae.estimators.iwae.IWAE_ELBO` -- the importance-weighted bound L_K (Burda et al. 2016).
 ``tracegraph``   :class:`~pyro_vae.estimators.baselines.TraceGraphBaselineELBO` -- Pyro's
                  ``TraceGraph_ELBO`` with a baseline by name (``baseline=none|decaying|neural``).
 ``rws``          :class:`~pyro_vae.estimators.rws.RWS_ELBO` -- reweighted wake-sleep, K particles.
@@ -24,71 +24,17 @@ trace holds all K samples) rather than looped over.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
-import torch
 from pyro import infer
 from pyro.infer.elbo import ELBO
 
 from pyro_vae.errors import ConfigError, check_choice, check_positive
-from pyro_vae.estimators.base import MultiSampleELBO
 from pyro_vae.estimators.baselines import TraceGraphBaselineELBO
 from pyro_vae.estimators.dreg import DReG_IWAE_ELBO
+from pyro_vae.estimators.iwae import IWAE_ELBO
 from pyro_vae.estimators.rws import RWS_ELBO
-from pyro_vae.estimators.traces import check_reparameterized, point_log_probs
 from pyro_vae.estimators.vimco import VIMCO_ELBO
-
-
-class IWAE_ELBO(MultiSampleELBO):
-    r"""The importance-weighted bound of Burda, Grosse & Salakhutdinov (2016), per data point.
-
-    .. math::
-
-        \mathcal{L}_K(x) = \mathbb{E}_{z_{1..K} \sim q(z|x)}
-            \Big[\log \frac{1}{K} \sum_{k=1}^K \frac{p(x, z_k)}{q(z_k | x)}\Big],
-        \qquad \mathcal{L}_1 \le \mathcal{L}_K \le \mathcal{L}_{K+1} \le \log p(x).
-
-    The K particles are one vectorized trace; the log-sum-exp runs over particles separately
-    for each data point (every plate shared by all sample sites, normally ``"data"``), and the
-    result is summed over data points. Gradients are pathwise, so every latent site of the
-    guide must be reparameterizable.
-
-    Why not ``RenyiELBO(alpha=0)``: it applies the minibatch scale ``N/B`` of a subsampled
-    plate *inside* the log-sum-exp (``log sum_k exp(N/B * w_k)``), which is not ``N/B`` times
-    the per-point bound. Here the subsample scale is taken out before the log-sum-exp and put
-    back after, so a minibatch gives an unbiased estimate of ``sum_n L_K(x_n)``. Other
-    scales (``poutine.scale``, e.g. beta) stay inside the weights.
-    """
-
-    objective_name = "iwae"
-    min_particles = 1
-
-    def __init__(self, num_particles: int = 5, max_plate_nesting: float = float("inf"),
-                 vectorize_particles: bool = True, strict_enumeration_warning: bool = True):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
-                         vectorize_particles=vectorize_particles,
-                         strict_enumeration_warning=strict_enumeration_warning)
-
-    def _get_trace(self, model, guide, args, kwargs):
-        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
-        check_reparameterized(self.objective_name, guide_trace)  # a wrong gradient is silent
-        return model_trace, guide_trace
-
-    def _bound_and_surrogate(self, model, guide, args, kwargs):
-        """The bound's estimate summed over (scaled) data points; it is its own surrogate."""
-        pieces, data_scale = [], 1.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            lp = point_log_probs(model_trace, guide_trace)
-            pieces.append(lp.log_w)
-            data_scale = lp.data_scale
-        if self.vectorize_particles:
-            log_w = pieces[0] if self.num_particles > 1 else pieces[0].unsqueeze(0)
-        else:
-            log_w = torch.stack(pieces)
-        bound = data_scale * (torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)).sum()
-        return bound, bound
-
 
 OBJECTIVES: dict[str, tuple[Callable[..., ELBO], Callable[..., ELBO] | None]] = {
     "trace": (infer.Trace_ELBO, infer.JitTrace_ELBO),

@@ -12,7 +12,8 @@
 """
 
 from pyro_vae.estimators.dreg import DReG_IWAE_ELBO
+from pyro_vae.estimators.iwae import IWAE_ELBO
 from pyro_vae.estimators.rws import RWS_ELBO
 from pyro_vae.estimators.vimco import VIMCO_ELBO
 
-__all__ = ["DReG_IWAE_ELBO", "RWS_ELBO", "VIMCO_ELBO"]
+__all__ = ["DReG_IWAE_ELBO", "IWAE_ELBO", "RWS_ELBO", "VIMCO_ELBO"]
