@@ -27,8 +27,9 @@ a minimum of :math:`\lambda` nats per latent dimension, averaged over the miniba
 the KL exerts no pull toward the prior, so a dimension is not pushed into collapse early.
 :class:`FreeBitsELBO` needs per-dimension terms, i.e. latents whose guide and prior factorize
 over their elements (``Independent`` wrappers of elementwise families, e.g. ``Normal``); it
-combines with the ``trace`` objective (Monte Carlo KL per dimension) and the ``meanfield``
-objective (analytic KL per dimension) and refuses ``iwae``, ``jit`` and discrete latents.
+combines with the objectives whose registry entry allows it (``trace``: Monte Carlo KL per
+dimension; ``meanfield``: analytic KL per dimension, :data:`pyro_vae.objectives.OBJECTIVES`) and
+refuses jit and discrete latents.
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import Independent, kl_divergence
 
 from pyro_vae.errors import ConfigError
-
-FREE_BITS_OBJECTIVES = ("trace", "meanfield")
 
 
 def kl_weight(beta: float, warmup_epochs: int, epoch: int, step: int = 0,
@@ -155,34 +154,3 @@ class FreeBitsELBO(Trace_ELBO):
         """The free-bits objective's estimate (Trace_ELBO's ``loss`` would give the ELBO)."""
         with torch.no_grad():
             return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-
-def make_free_bits_objective(objective: str, free_bits: float, model, *, num_particles: int = 1,
-                             jit: bool = False) -> FreeBitsELBO:
-    """The free-bits version of ``trace`` or ``meanfield`` for ``model``; one-line errors for
-    the combinations it does not support."""
-    if objective not in FREE_BITS_OBJECTIVES:
-        raise ConfigError(f"--free-bits works with the {' and '.join(FREE_BITS_OBJECTIVES)} "
-                          f"objectives, not {objective}")
-    if jit:
-        raise ConfigError("--free-bits has no jit variant; drop --jit")
-    if model.has_discrete_latents:
-        raise ConfigError(f"--free-bits needs continuous latents; model {model.name} has "
-                          "discrete ones")
-    vectorize = num_particles > 1
-    return FreeBitsELBO(free_bits, model.latent_sites, analytic=objective == "meanfield",
-                        num_particles=num_particles, vectorize_particles=vectorize,
-                        max_plate_nesting=model.max_plate_nesting + (1 if vectorize else 0))
-
-
-def migrate_legacy_beta(run_config: dict, model_fields: Iterable[str]) -> dict:
-    """Old run folders kept ``beta`` among the VAE's model settings; it is a training setting
-    now (``TrainConfig.beta``). For a model whose config has no ``beta`` field (``model_fields``)
-    returns the run config with it moved to ``"train"``; the input is untouched."""
-    model_config = dict(run_config.get("model_config", {}))
-    if "beta" not in model_config or "beta" in set(model_fields):
-        return run_config
-    beta = model_config.pop("beta")
-    train = dict(run_config.get("train", {}))
-    train.setdefault("beta", beta)
-    return {**run_config, "model_config": model_config, "train": train}

@@ -1,4 +1,9 @@
-"""The ``pyro-vae`` command: train, evaluate, sample, list, diagnose.
+"""The ``pyro-vae`` command: train, check, new, evaluate, sample, plot, diagnose, list.
+
+A thin front end of the run layer (:mod:`pyro_vae.runner`): it parses flags into a
+:class:`~pyro_vae.run_config.RunConfig` and prints what the run layer returns. A model is any
+model spec (``vae``, ``my_pkg.models:MyVAE``, ``path/to/file.py:MyVAE``, an entry-point name);
+its flags come from its config dataclass, each parsed by the field's own type.
 
 Every error a user can cause ends as one line on stderr and exit status 2; nothing already
 written is damaged (files are replaced atomically).
@@ -10,49 +15,32 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from pyro_vae import __version__
-from pyro_vae.annealing import migrate_legacy_beta
-from pyro_vae.data import BINARIZATIONS, DATASETS, load_dataset
-from pyro_vae.errors import ConfigError, RunFolderError, UserError, check_positive
-from pyro_vae.evaluate import check_num_samples, disentanglement, evaluate
+from pyro_vae import __version__, runner
+from pyro_vae.data import BINARIZATIONS, DATASETS
+from pyro_vae.errors import ConfigError, UserError, check_positive
 from pyro_vae.latent_plots import KINDS as LATENT_PICTURES
-from pyro_vae.latent_plots import save_latent_picture, save_latent_pictures
-from pyro_vae.models import MODELS, build_model, get_model_class
-from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.plots import save_label_samples, save_run_pictures, save_samples
-from pyro_vae.runs import RunFolder, load_trained
+from pyro_vae.metrics import format_summary
+from pyro_vae.models.registry import available, resolve
+from pyro_vae.objectives import OBJECTIVES, describe
+from pyro_vae.run_config import DEFAULT_DATASET, EvalConfig, RunConfig
 from pyro_vae.runtime import resolve_device, set_seed
-from pyro_vae.train import TrainConfig, check_data, train
+from pyro_vae.settings import parse_text, setting_fields, type_name
+from pyro_vae.structure import require_local_latents
+from pyro_vae.train import TrainConfig
 
 log = logging.getLogger("pyro_vae")
-
-RESUMABLE = {"epochs", "device", "engine"}  # settings a resumed run may change
+MODEL_DEST = "model__"  # namespace prefix of model settings
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
         self.exit(2, f"pyro-vae: error: {message} (see {self.prog} --help)\n")
-
-
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas (e.g. 200,200),"
-                                         f" got {text!r}") from None
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 MODEL_HELP = {
@@ -67,77 +55,108 @@ MODEL_HELP = {
     "task": "cvae: label (generate by class) or quadrants (complete an image)",
     "num_classes": "cvae label task: number of classes",
     "observed_quadrants": "cvae quadrant task: 1, 2 or 3 observed quadrants",
-    "init": "vae/hvae: torch (PyTorch's default) or iwae (Glorot weights, zero biases, decoder "
-            "bias at the training data's mean pixel, as the IWAE paper's code)",
+    "init": "torch (PyTorch's default) or iwae (Glorot weights, zero biases, decoder bias at "
+            "the training data's mean pixel, as the IWAE paper's code)",
+}
+TRAIN_HELP = {
+    "epochs": "passes over the training split",
+    "batch_size": "full batches per epoch",
+    "lr": "Adam learning rate",
+    "adam_eps": "Adam epsilon",
+    "seed": "seeds torch, Pyro, NumPy",
+    "device": "auto (CUDA when present), cpu or cuda",
+    "objective": "one of: " + ", ".join(OBJECTIVES) + "; default: the model's own",
+    "num_particles": "samples per data point (IWAE's K)",
+    "jit": "use Pyro's jit variant of the objective",
+    "engine": "fast (one fused Adam, no per-step host reads) or svi (Pyro's SVI object)",
+    "lr_schedule": "constant or iwae (Burda et al.: stage i lasts 3^i epochs at lr*10^(-i/7))",
+    "baseline": "tracegraph's score-function baseline: none, decaying or neural",
+    "baseline_lr": "Adam learning rate of the neural baseline",
+    "beta": "KL weight (beta-VAE); evaluation always uses 1",
+    "kl_warmup_epochs": "ramp the KL weight linearly from 0 to beta over these epochs",
+    "free_bits": "minimum KL per latent dimension in nats (0: off)",
 }
 
 
-def _model_settings() -> dict[str, tuple[type | None, str]]:
-    """Every field of every registered model's config: the CLI's model flags.
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
-    A new model's settings become ``--flags`` without touching this file."""
-    settings: dict[str, tuple[type | None, str]] = {}
-    train_fields = {f.name for f in fields(TrainConfig)}  # e.g. beta: a training setting
-    for name, cls in MODELS.items():
-        for f in fields(cls.config_class):
-            if f.name in train_fields:
-                continue
-            parse, defaults = settings.get(f.name, (None, ""))
-            if parse is None:
-                kind = type(f.default)
-                parse = {tuple: _int_tuple, bool: _bool}.get(kind, kind)
-            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-            defaults += f"{', ' if defaults else ''}{name} {shown}"
-            settings[f.name] = (parse, defaults)
-    return settings
+
+def _typed(setting):
+    def parse(text: str):
+        try:
+            return parse_text(setting, text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = type_name(setting.type)
+    return parse
+
+
+def _add_train_flags(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default {DEFAULT_DATASET})")
+    t.add_argument("--binarize", choices=BINARIZATIONS,
+                   help="dynamic (default for images), fixed or none")
+    d = TrainConfig()
+    for f in fields(TrainConfig):
+        default = getattr(d, f.name)
+        kind = {bool: None, int: int, float: float, str: None}[type(default)]
+        flag = f"--{f.name.replace('_', '-')}"
+        help_text = f"{TRAIN_HELP.get(f.name, '')} (default {default})"
+        if isinstance(default, bool):
+            t.add_argument(flag, dest=f.name, action="store_const", const=True, help=help_text)
+        else:
+            t.add_argument(flag, dest=f.name, type=kind, help=help_text)
+    t.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATASET-TIME)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    t.add_argument("--eval-samples", type=int,
+                   help="importance samples for the final log p(x); 0 skips it (default 5000)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_model_flags(p: argparse.ArgumentParser, cls, taken: set[str]) -> dict[str, str]:
+    """One flag per field of ``cls.config_class``; a field whose flag another option already
+    uses gets ``--model-NAME``. Returns {dest: flag}."""
+    group = p.add_argument_group(f"settings of model {cls.name} (its config dataclass)")
+    flags = {}
+    for s in setting_fields(cls.config_class):
+        flag = s.flag if s.flag not in taken else f"--model-{s.name.replace('_', '-')}"
+        help_text = f"{MODEL_HELP.get(s.name, type_name(s.type))} (default {s.shown_default()})"
+        group.add_argument(flag, dest=MODEL_DEST + s.name, type=_typed(s),
+                           metavar=s.name.upper(), help=help_text)
+        flags[MODEL_DEST + s.name] = flag
+    return flags
+
+
+def _taken(p: argparse.ArgumentParser) -> set[str]:
+    return {o for a in p._actions for o in a.option_strings}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pyro-vae", description="Latent-variable models as Pyro model/guide pairs.")
     p.add_argument("--version", action="version", version=f"pyro_vae {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    spec_help = (f"a model: {', '.join(available())}; or my_pkg.module:Class, "
+                 "path/to/file.py:Class, an entry-point name (pyro-vae list)")
 
     t = sub.add_parser("train", help="train a model by SVI (a run folder holds the results)")
-    t.add_argument("model", nargs="?", help=f"one of: {', '.join(MODELS)}")
-    t.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default mnist-5k)")
-    t.add_argument("--binarize", choices=BINARIZATIONS,
-                   help="dynamic (default for images), fixed or none")
-    d = TrainConfig()
-    t.add_argument("--epochs", type=int, help=f"default {d.epochs}")
-    t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
-    t.add_argument("--lr", type=float, help=f"Adam learning rate, default {d.lr}")
-    t.add_argument("--adam-eps", type=float, help=f"Adam epsilon, default {d.adam_eps}")
-    t.add_argument("--seed", type=int, help=f"seeds torch, Pyro, NumPy; default {d.seed}")
-    t.add_argument("--device", help="auto (CUDA when present), cpu or cuda; default auto")
-    t.add_argument("--objective", help=f"one of: {', '.join(OBJECTIVES)}; default: the model's "
-                   "own (enum for gmm, tracegraph for bernoulli, trace otherwise)")
-    t.add_argument("--num-particles", type=int, help="samples per data point (IWAE's K)")
-    t.add_argument("--jit", action="store_const", const=True,
-                   help="use Pyro's jit variant of the objective")
-    t.add_argument("--engine", help="fast (default: one fused Adam, no per-step host reads) or "
-                   "svi (Pyro's SVI object); same results, see docs/benchmarks.md")
-    t.add_argument("--lr-schedule", help="constant (default) or iwae (Burda et al.: stage i "
-                   "lasts 3^i epochs at lr * 10^(-i/7))")
-    t.add_argument("--baseline", help="tracegraph's score-function baseline: none, decaying or "
-                   "neural (default none)")
-    t.add_argument("--baseline-lr", type=float,
-                   help=f"Adam learning rate of the neural baseline, default {d.baseline_lr}")
-    t.add_argument("--beta", type=float, help="KL weight (beta-VAE), default 1; evaluation "
-                   "always uses 1")
-    t.add_argument("--kl-warmup-epochs", type=int,
-                   help="ramp the KL weight linearly from 0 to beta over these epochs (0)")
-    t.add_argument("--free-bits", type=float,
-                   help="minimum KL per latent dimension in nats (0: off; trace or meanfield)")
-    for key, (parse, defaults) in _model_settings().items():
-        help_text = f"{MODEL_HELP.get(key, 'model setting')} (default: {defaults})"
-        t.add_argument(f"--{key.replace('_', '-')}", dest=f"model_{key}", type=parse,
-                       metavar=key.upper(), help=help_text)
-    t.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATASET-TIME)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
-    t.add_argument("--eval-samples", type=int, default=5000,
-                   help="importance samples for the final log p(x); 0 skips it (default 5000)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("model", nargs="?", help=spec_help)
+    _add_train_flags(t)
+
+    c = sub.add_parser("check", help="run check_model_guide on a model and a few data points")
+    c.add_argument("model", help=spec_help)
+    c.add_argument("--dataset", default=DEFAULT_DATASET, help=f"one of: {', '.join(DATASETS)}")
+    c.add_argument("--binarize", choices=BINARIZATIONS)
+    c.add_argument("--points", type=int, default=8, help="test points to run on (8)")
+    c.add_argument("--device", default="cpu")
+
+    n = sub.add_parser("new", help="write a model file and its test that pass the checks")
+    n.add_argument("name", help="the model's name, a Python identifier (e.g. my_vae)")
+    n.add_argument("--dir", type=Path, default=Path("."), help="where to write them (.)")
 
     e = sub.add_parser("evaluate", help="bounds on log p(x), active units, KL per dimension")
     e.add_argument("run", type=Path, help="a run folder")
@@ -161,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--device", default="auto")
 
-    sub.add_parser("list", help="the registered models, objectives and data sets")
+    sub.add_parser("list", help="the models, objectives and data sets")
 
     g = sub.add_parser("diagnose", help="ArviZ diagnostics of a run's guide: NetCDF, PSIS "
                        "k-hat per point, NUTS reference for one point, PNG plots")
@@ -180,151 +199,186 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train_config(args, base: dict | None = None) -> TrainConfig:
-    values = dict(base or {})
-    for f in fields(TrainConfig):
-        given = getattr(args, f.name, None)
-        if given is not None:
-            if base is not None and f.name not in RESUMABLE and given != base.get(f.name):
-                raise ConfigError(f"--{f.name.replace('_', '-')} {given} differs from the run's "
-                                  f"{base.get(f.name)}; a resumed run keeps its settings")
-            values[f.name] = given
-    return TrainConfig(**values)
+def _subparser(p: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
 
 
-def _cmd_train(args) -> int:
-    if args.eval_samples < 0:
-        raise ConfigError(f"--eval-samples must be >= 0, got {args.eval_samples}")
-    if args.eval_samples:  # fail on a bad number now, not after training
-        check_num_samples(args.eval_samples)
-    model_settings = {k[len("model_"):]: v for k, v in vars(args).items()
-                      if k.startswith("model_") and v is not None}
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    """Two passes for ``train`` and ``check``: the first finds the model (from the command
+    line, or the run folder of ``--resume``), the second parses that model's own flags."""
+    p = _parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in ("train", "check"):
+        return p.parse_args(argv), {}
+    first, _ = p.parse_known_args(_without_model_flags(argv, _taken(_subparser(p, command))))
+    cls = _model_class(first)
+    flags = {}
+    if cls is not None:
+        sp = _subparser(p, first.command)
+        flags = _add_model_flags(sp, cls, _taken(sp))
+    args, extra = p.parse_known_args(argv)
+    if extra:
+        _refuse_extra(extra, cls, flags)
+    return args, flags
+
+
+def _without_model_flags(argv: list[str], known: set[str]) -> list[str]:
+    """``argv`` without help and without the options it does not know yet (model settings),
+    each with its value, so the first pass cannot take a setting's value for the model."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-h", "--help"):
+            continue
+        elif arg.startswith("--") and arg.split("=")[0] not in known:
+            skip = "=" not in arg
+        else:
+            out.append(arg)
+    return out
+
+
+def _model_class(first: argparse.Namespace):
+    """The model class named on the command line or by the run to resume (None: unknown
+    yet; the command then says what is missing)."""
+    if first.model:
+        return resolve(first.model).cls
+    if getattr(first, "resume", False) and first.out is not None:
+        return runner.read_config(runner.RunFolder(first.out)).model_ref().cls
+    return None
+
+
+def _refuse_extra(extra: list[str], cls, flags: dict[str, str]) -> None:
+    flag = next((a for a in extra if a.startswith("--")), None)
+    if flag is not None and cls is not None:
+        name = flag[2:].split("=")[0].replace("-", "_")
+        known = sorted(f[2:].replace("-", "_") for f in flags.values())
+        raise ConfigError(f"model {cls.name} has no setting {name!r}; its settings: "
+                          f"{', '.join(known) or 'none'}")
+    raise ConfigError(f"unrecognized arguments: {' '.join(extra)}")
+
+
+def _given_model_settings(args) -> dict[str, Any]:
+    return {k[len(MODEL_DEST):]: v for k, v in vars(args).items()
+            if k.startswith(MODEL_DEST) and v is not None}
+
+
+def _given_train(args) -> dict[str, Any]:
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
+
+
+def _cmd_train(args, flags: dict[str, str]) -> int:
+    progress = not args.no_progress
     if args.resume:
-        if args.out is None:
-            raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
-        run = RunFolder(args.out)
-        saved = run.read_config()
-        saved = migrate_legacy_beta(saved, [f.name for f in fields(
-            get_model_class(saved["model"]).config_class)])
-        if args.model and args.model != saved["model"]:
-            raise ConfigError(f"{args.out} is a run of {saved['model']}, not {args.model}")
-        if model_settings or args.dataset or args.binarize:
-            raise ConfigError("a resumed run keeps its model and data settings; pass only "
-                              "--epochs or --device")
-        if not run.has_checkpoint():
-            raise RunFolderError(f"{args.out} has no checkpoint to resume from")
-        config = _train_config(args, saved["train"])
-        name, dataset, binarize = saved["model"], saved["dataset"], saved.get("binarize")
-        model_settings = saved.get("model_config", {})
+        result = _resume(args, flags, progress)
     else:
         if not args.model:
-            raise ConfigError(f"name a model to train: {', '.join(MODELS)}")
-        config = _train_config(args)
-        name, dataset, binarize = args.model, args.dataset or "mnist-5k", args.binarize
-        get_model_class(name)  # an unknown name fails before any data is loaded
-        if args.objective is None:
-            objective = get_model_class(name).default_objective
-            config = TrainConfig(**{**asdict(config), "objective": objective})
-        out = args.out or Path("runs") / f"{name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = RunFolder(out)
-        if run.has_checkpoint():
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or "
-                              "choose another --out")
-        if run.is_run():  # a run stopped before its first checkpoint: nothing to lose
-            log.warning("%s holds a run that never reached a checkpoint; starting it over", out)
-    device = resolve_device(config.device)
-    set_seed(config.seed)
-    data = load_dataset(dataset, binarize=binarize, device=device)
-    model = build_model(name, data.shape, **model_settings)
-    model.to(device)
-    check_data(model, data)
-    run_config = {
-        "model": name, "model_config": model.config_dict(), "dataset": dataset,
-        "binarize": data.binarize, "train": asdict(config), "eval_samples": args.eval_samples,
-        "pyro_vae_version": __version__,
-    }
-    if not args.resume:  # a resumed run's config changes only once its checkpoint has loaded
-        run.write_config(run_config)
-    log.info("training %s on %s (%s, %d points) on %s -> %s", name, dataset, data.binarize,
-             data.num_train, device, run.path)
-    result = train(model, data, config, run, resume=args.resume,
-                   progress=not args.no_progress)
-    if args.resume:
-        run.write_config(run_config)
-    y_test = data.test_y if model.is_conditional else None
-    metrics = {"model": name, "dataset": dataset, "binarize": data.binarize,
-               "objective": config.objective, "num_particles": config.num_particles,
-               "epochs": result.epochs, "seconds": round(result.seconds, 2),
-               "device": str(device), "train_elbo": result.train_elbo, "beta": config.beta,
-               "kl_warmup_epochs": config.kl_warmup_epochs, "free_bits": config.free_bits,
-               "final_kl_weight": result.history[-1].get("kl_weight") if result.history
-               else None}
-    if args.eval_samples:
-        metrics |= evaluate(model, data.test_x, y_test, num_samples=args.eval_samples,
-                            progress=not args.no_progress)
-    metrics |= disentanglement(model, data)
-    metrics = run.update_metrics(metrics)
-    save_run_pictures(model, data, run.path, result.history)
-    save_latent_pictures(model, data, run.path)
-    _print_summary(run, metrics)
+            raise ConfigError(f"name a model to train: {', '.join(available())}, or "
+                              "path/to/file.py:Class")
+        evaluation = EvalConfig() if args.eval_samples is None else EvalConfig(args.eval_samples)
+        config = RunConfig.for_model(args.model, dataset=args.dataset or DEFAULT_DATASET,
+                                     binarize=args.binarize, train=_given_train(args),
+                                     eval=evaluation, **_given_model_settings(args))
+        name = config.model_ref().name.replace("/", "_").replace(":", "_")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = args.out or Path("runs") / f"{name}-{config.dataset}-{stamp}"
+        result = runner.run(config, out, progress=progress)
+    print(format_summary(result.metrics, f"run: {result.run.path}"))
     return 0
 
 
-def _print_summary(run: RunFolder, m: dict) -> None:
-    rows = [("epochs", m.get("epochs")), ("seconds", m.get("seconds")),
-            ("train ELBO", m.get("train_elbo")), ("test ELBO", m.get("test_elbo"))]
-    if "test_iwae" in m:
-        rows.append((f"test L_{m['iwae_k']}", m["test_iwae"]))
-    if "mig" in m:
-        rows.append(("MIG (known factors)", m["mig"]))
-    if "test_log_likelihood" in m:
-        rows.append((f"test log p(x) [{m['ll_num_samples']} samples]",
-                     f"{m['test_log_likelihood']:.3f} +- {m['test_log_likelihood_stderr']:.3f}"))
-        rows.append(("active units", f"{m['active_units']} of {len(m['kl_per_dim'])}"
-                     if m.get("kl_is_per_dim") else m["active_units"]))
-    print(f"run: {run.path}")
-    for label, value in rows:
-        value = f"{value:.3f}" if isinstance(value, float) else value
-        print(f"  {label:<32} {value}")
+def _resume(args, flags: dict[str, str], progress: bool) -> runner.RunResult:
+    """``train --resume``: restated settings must equal the run's (a changed one is named)."""
+    if args.out is None:
+        raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
+    folder = runner.RunFolder(args.out)
+    saved = runner.read_config(folder)
+    if args.model and resolve(args.model).source != saved.model_ref().source:
+        raise ConfigError(f"{args.out} is a run of {saved.model}, not {args.model}")
+    for flag, given, kept in (("--dataset", args.dataset, saved.dataset),
+                              ("--binarize", args.binarize, saved.binarize)):
+        if given is not None and given != kept:
+            raise ConfigError(f"{flag} {given} differs from the run's {kept}; a resumed run "
+                              "keeps its model and data settings")
+    kept_settings = asdict(saved.model_settings())
+    for name, value in _given_model_settings(args).items():
+        if value != kept_settings.get(name):
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            raise ConfigError(f"{flags[MODEL_DEST + name]} {shown} differs from the run's "
+                              f"{kept_settings.get(name)}; a resumed run keeps its model and "
+                              "data settings")
+    evaluation = None if args.eval_samples is None else replace(saved.eval,
+                                                                 num_samples=args.eval_samples)
+    return runner.resume(args.out, progress=progress, eval=evaluation, **_given_train(args))
 
 
-def _cmd_evaluate(args) -> int:
-    device = resolve_device(args.device)
-    model, data, config, _ = load_trained(args.run, device)
-    set_seed(0)
-    y_test = data.test_y if model.is_conditional else None
-    metrics = evaluate(model, data.test_x, y_test, num_samples=args.num_samples,
-                       progress=not args.no_progress)
-    metrics |= disentanglement(model, data)
-    run = RunFolder(args.run)
-    merged = run.update_metrics(metrics)
-    _print_summary(run, merged)
+def _cmd_check(args, flags: dict[str, str]) -> int:
+    from pyro_vae.testing import check_model_guide
+
+    check_positive("--points", args.points)
+    config = RunConfig.for_model(args.model, dataset=args.dataset, binarize=args.binarize,
+                                 train={"device": args.device}, eval={"num_samples": 0},
+                                 **_given_model_settings(args))
+    opened = runner.build(config)
+    data = opened.data
+    x = data.test_x[:args.points]
+    y = data.test_y[:args.points] if opened.model.is_conditional and data.test_y is not None \
+        else None
+    problems = check_model_guide(opened.model, x, y)
+    where = f"{len(x)} points of {config.dataset}"
+    if not problems:
+        print(f"{args.model}: every model/guide check passes on {where}")
+        return 0
+    print(f"{args.model}: {len(problems)} problem(s) on {where}:")
+    for problem in problems:
+        print(f"- {problem}")
+    return 1
+
+
+def _cmd_new(args, flags) -> int:
+    from pyro_vae.scaffold import write_model_files
+
+    for path in write_model_files(args.name, args.dir):
+        print(path)
     return 0
 
 
-def _cmd_sample(args) -> int:
+def _cmd_evaluate(args, flags) -> int:
+    saved = runner.read_config(runner.RunFolder(args.run))
+    settings = replace(saved.eval, num_samples=args.num_samples, pictures=False)
+    metrics = runner.evaluate_run(args.run, settings, resolve_device(args.device),
+                                  progress=not args.no_progress)
+    print(format_summary(metrics, f"run: {args.run}"))
+    return 0
+
+
+def _cmd_sample(args, flags) -> int:
+    from pyro_vae.plots import save_label_samples, save_samples
+
     check_positive("--num", args.num)
     if args.out.suffix.lower() != ".png":
         raise ConfigError(f"--out must name a .png file, got {args.out}")
-    device = resolve_device(args.device)
-    model, data, _, _ = load_trained(args.run, device)
+    opened = runner.open_run(args.run, resolve_device(args.device))
     set_seed(args.seed)
     if args.label is not None:
-        check_label(model, args.label)
-        print(save_label_samples(model, args.out, args.label, num=args.num))
+        check_label(opened.model, args.label)
+        print(save_label_samples(opened.model, args.out, args.label, num=args.num))
         return 0
-    path = save_samples(model, args.out, num=args.num, reference=data.test_x)
-    print(path)
+    print(save_samples(opened.model, args.out, num=args.num, reference=opened.data.test_x))
     return 0
 
 
-def _cmd_plot(args) -> int:
+def _cmd_plot(args, flags) -> int:
+    from pyro_vae.latent_plots import save_latent_picture
+
     if args.out.suffix.lower() != ".png":
         raise ConfigError(f"--out must name a .png file, got {args.out}")
-    device = resolve_device(args.device)
-    model, data, _, _ = load_trained(args.run, device)
+    opened = runner.open_run(args.run, resolve_device(args.device))
+    require_local_latents(opened.model, opened.data, f"the {args.kind} picture")
     set_seed(args.seed)
-    print(save_latent_picture(model, data, args.kind, args.out))
+    print(save_latent_picture(opened.model, opened.data, args.kind, args.out))
     return 0
 
 
@@ -338,16 +392,18 @@ def check_label(model, label: int) -> None:
         raise ConfigError(f"--label must be a class in 0..{classes - 1}, got {label}")
 
 
-def _cmd_list(args) -> int:
-    print("models:     " + ", ".join(MODELS))
-    print("objectives: " + ", ".join(OBJECTIVES))
+def _cmd_list(args, flags) -> int:
+    print("models:     " + ", ".join(available()))
+    print("            or my_pkg.module:Class, path/to/file.py:Class")
+    print("objectives:")
+    for line in describe():
+        print(f"  {line}")
     print("data sets:  " + ", ".join(DATASETS))
     return 0
 
 
-def _cmd_diagnose(args) -> int:
-    from pyro_vae.diagnostics import diagnose  # its load_trained refuses a folder that is not
-    # a run or has no checkpoint, with one line, before any work
+def _cmd_diagnose(args, flags) -> int:
+    from pyro_vae.diagnostics import diagnose
 
     m = diagnose(args.run, points=args.points, draws=args.draws, ppc_draws=args.ppc_draws,
                  nuts=not args.no_nuts, nuts_point=args.nuts_point,
@@ -364,19 +420,20 @@ def _cmd_diagnose(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
-            "list": _cmd_list, "plot": _cmd_plot}
-COMMANDS["diagnose"] = _cmd_diagnose
+COMMANDS = {"train": _cmd_train, "check": _cmd_check, "new": _cmd_new,
+            "evaluate": _cmd_evaluate, "sample": _cmd_sample, "list": _cmd_list,
+            "plot": _cmd_plot, "diagnose": _cmd_diagnose}
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error already printed
-        return int(exc.code or 0)
+    argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        return COMMANDS[args.command](args)
+        try:
+            args, flags = _parse(argv)
+        except SystemExit as exc:  # --help, --version, or a usage error already printed
+            return int(exc.code or 0)
+        return COMMANDS[args.command](args, flags)
     except UserError as exc:
         print(f"pyro-vae: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -154,13 +154,17 @@ def diagnose(run_dir: str | Path, points: int = 200, draws: int = 1000, ppc_draw
              device: torch.device | str = "cpu") -> dict:
     """Everything on a trained run; returns what it merged into ``metrics.json``."""
     from pyro_vae.reference import compare_posteriors, latent_nuts_reference
-    from pyro_vae.runs import RunFolder, load_trained
+    from pyro_vae.runner import open_run
+    from pyro_vae.runs import RunFolder
     from pyro_vae.runtime import set_seed
+    from pyro_vae.structure import require_local_latents
 
     check_positive("--points", points)
     if draws < 100:
         raise ConfigError(f"--draws must be at least 100 for k-hat, got {draws}")
-    model, data, _, _ = load_trained(run_dir, device)
+    opened = open_run(run_dir, device)
+    model, data = opened.model, opened.data
+    require_local_latents(model, data, "pyro-vae diagnose (the guide's draws per data point)")
     set_seed(seed)
     x = data.test_x[:points]
     if nuts and not 0 <= nuts_point < x.shape[0]:

@@ -130,7 +130,11 @@ class FastStepper:
             self.elbo.differentiable_loss(self.model_fn, self.guide_fn, x, y,
                                           num_data=num_data)
         set_rng_state(state)
-        return [site["value"].unconstrained() for site in tr.trace.nodes.values()]
+        params = {}  # one entry per tensor: a module registered under two names is one tensor
+        for site in tr.trace.nodes.values():
+            p = site["value"].unconstrained()
+            params.setdefault(id(p), p)
+        return list(params.values())
 
     def _build(self, x, y, num_data: int) -> None:
         params = self._discover(x, y, num_data)
@@ -207,9 +211,10 @@ class FastStepper:
 
 def make_stepper(engine: str, model_fn: Callable, guide_fn: Callable, elbo: ELBO, *,
                  lr: float, eps: float, optim_args) -> SVIStepper | FastStepper:
-    """The stepper for ``engine``; ``svi`` wherever the fast path does not apply."""
-    if engine == "fast" and hasattr(elbo, "differentiable_loss") \
-            and not type(elbo).__name__.startswith("Jit"):
+    """The stepper for ``engine``; ``svi`` wherever the fast path does not apply: the
+    objective's ``fast_engine`` attribute (set from its registry entry by
+    :func:`pyro_vae.objectives.make_objective`) says so."""
+    if engine == "fast" and getattr(elbo, "fast_engine", hasattr(elbo, "differentiable_loss")):
         return FastStepper(model_fn, guide_fn, elbo, lr, eps)
     return SVIStepper(model_fn, guide_fn, elbo, optim_args)
 

@@ -1,5 +1,8 @@
 """A run is a folder: ``config.json``, ``checkpoint.pt``, ``history.csv``, ``metrics.json``, PNGs.
 
+File I/O only: this module knows no models. What the files mean is the run layer's
+(:mod:`pyro_vae.run_config`, :mod:`pyro_vae.runner`).
+
 Every file is written atomically (to a temporary file in the same folder, then renamed over
 the old one), so an interrupted or failed write never leaves a half-written checkpoint and the
 last good one survives.
@@ -138,37 +141,3 @@ class RunFolder:
         merged = {**self.read_metrics(), **metrics}
         write_json(self.file(METRICS), merged)
         return merged
-
-
-def _model_fields(name) -> list[str]:
-    from dataclasses import fields
-
-    from pyro_vae.models import MODELS
-
-    cls = MODELS.get(name)
-    return [f.name for f in fields(cls.config_class)] if cls is not None else []
-
-
-def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu"):
-    """Rebuild a run's model from ``config.json`` and its last checkpoint, and load its data.
-
-    Returns ``(model, data, config, checkpoint)``. Raises :class:`RunFolderError` for a folder
-    that is not a run, a missing, corrupt or mismatched checkpoint.
-    """
-    from pyro_vae.annealing import migrate_legacy_beta
-    from pyro_vae.data import load_dataset
-    from pyro_vae.errors import UserError
-    from pyro_vae.models import build_model
-
-    run = RunFolder(path)
-    config = run.read_config()
-    config = migrate_legacy_beta(config, _model_fields(config.get("model")))
-    state = run.load_checkpoint(map_location=device)
-    data = load_dataset(config["dataset"], binarize=config.get("binarize"), device=device)
-    try:
-        model = build_model(config["model"], data.shape, **config.get("model_config", {}))
-    except UserError as exc:
-        raise RunFolderError(f"{run.path / CONFIG} does not describe a model ({exc})") from None
-    run.load_model_state(model, state)
-    model.to(device).eval()
-    return model, data, config, state

@@ -22,18 +22,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyro_vae.annealing import (
-    FREE_BITS_OBJECTIVES,
-    kl_weight,
-    make_free_bits_objective,
-    scaled_programs,
-)
+from pyro_vae import objectives
+from pyro_vae.annealing import kl_weight, scaled_programs
 from pyro_vae.data import Dataset
 from pyro_vae.engine import ENGINES, LR_SCHEDULES, lr_factor, make_stepper
 from pyro_vae.errors import (
@@ -43,13 +40,14 @@ from pyro_vae.errors import (
     TrainingDiverged,
     check_choice,
     check_positive,
+    model_code_errors,
+    require_latent_model,
 )
-from pyro_vae.estimators.baselines import BASELINES, optim_args
-from pyro_vae.evaluate import mean_elbo
+from pyro_vae.estimators.baselines import BASELINES
+from pyro_vae.hooks import Checkpointer, Hook, TestELBO, TrainState
 from pyro_vae.models.base import LatentModel
-from pyro_vae.objectives import OBJECTIVES, make_objective
 from pyro_vae.runs import RunFolder
-from pyro_vae.runtime import check_device_name, rng_state, set_rng_state
+from pyro_vae.runtime import check_device_name
 
 log = logging.getLogger(__name__)
 GPU_CHECK_EVERY = 25  # steps between reads of the loss on a GPU (the NaN guard, the bar)
@@ -57,7 +55,10 @@ GPU_CHECK_EVERY = 25  # steps between reads of the loss on a GPU (the NaN guard,
 
 @dataclass
 class TrainConfig:
-    """Settings of the SVI loop (``pyro-vae train --help`` lists them)."""
+    """Settings of the SVI loop (``pyro-vae train --help`` lists them).
+
+    What an objective can serve (free bits, jit, a baseline, the fast engine, a learning-rate
+    schedule) is checked against its entry in :data:`pyro_vae.objectives.OBJECTIVES`."""
 
     epochs: int = 100
     batch_size: int = 128
@@ -82,20 +83,21 @@ class TrainConfig:
         check_positive("num-particles", self.num_particles)
         check_positive("learning rate", self.lr, integer=False)
         check_positive("adam eps", self.adam_eps, integer=False)
-        check_choice("objective", self.objective, OBJECTIVES)
+        check_positive("baseline lr", self.baseline_lr, integer=False)
         check_device_name(self.device)
+        check_choice("objective", self.objective, objectives.OBJECTIVES)
         check_choice("baseline", self.baseline, BASELINES)
         check_choice("engine", self.engine, ENGINES)
         check_choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
-        if self.lr_schedule != "constant" and (self.engine == "svi" or self.jit
-                                               or self.objective == "tracegraph"):
-            raise ConfigError(f"--lr-schedule {self.lr_schedule} needs the fast engine, which "
-                              "serves every objective but tracegraph and --jit")
-        check_positive("baseline lr", self.baseline_lr, integer=False)
-        if self.baseline != "none" and self.objective != "tracegraph":
-            raise ConfigError(f"--baseline {self.baseline} applies to --objective tracegraph "
-                              f"only, not {self.objective}")
-        check_schedule(self)
+        if not self.beta >= 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+        if isinstance(self.kl_warmup_epochs, bool) or not isinstance(self.kl_warmup_epochs, int) \
+                or self.kl_warmup_epochs < 0:
+            raise ConfigError(f"kl-warmup-epochs must be a whole number >= 0, got "
+                              f"{self.kl_warmup_epochs!r}")
+        if not self.free_bits >= 0:
+            raise ConfigError(f"free-bits must be >= 0 nats, got {self.free_bits}")
+        objectives.check_config(self)
 
 
 @dataclass
@@ -104,60 +106,6 @@ class TrainResult:
     train_elbo: float  # mean per-point training objective over the last epoch
     epochs: int
     seconds: float
-
-
-def check_schedule(config: TrainConfig) -> None:
-    """The KL schedule's settings: beta >= 0, warm-up epochs >= 0, free bits >= 0, and no
-    warm-up under jit (a compiled trace would freeze the first weight)."""
-    if not config.beta >= 0:
-        raise ConfigError(f"beta must be >= 0, got {config.beta}")
-    if isinstance(config.kl_warmup_epochs, bool) or not isinstance(config.kl_warmup_epochs, int) \
-            or config.kl_warmup_epochs < 0:
-        raise ConfigError(f"kl-warmup-epochs must be a whole number >= 0, got "
-                          f"{config.kl_warmup_epochs!r}")
-    if not config.free_bits >= 0:
-        raise ConfigError(f"free-bits must be >= 0 nats, got {config.free_bits}")
-    if config.free_bits > 0 and config.objective not in FREE_BITS_OBJECTIVES:
-        raise ConfigError(f"--free-bits works with the {' and '.join(FREE_BITS_OBJECTIVES)} "
-                          f"objectives, not {config.objective}")
-    if config.free_bits > 0 and config.jit:
-        raise ConfigError("--free-bits has no jit variant; drop --jit")
-    if config.jit and (config.kl_warmup_epochs or config.beta != 1.0):
-        raise ConfigError("a KL weight other than 1 (--beta, --kl-warmup-epochs) needs the "
-                          "plain objective; drop --jit")
-
-
-def _module_prefix(model: LatentModel) -> str:
-    return f"{model.name}$$$"
-
-
-def _extra_params(model: LatentModel) -> dict:
-    """Param store entries that are not the module's own parameters."""
-    store = pyro.get_param_store().get_state()
-    keep = [k for k in store["params"] if not k.startswith(_module_prefix(model))]
-    return {"params": {k: store["params"][k] for k in keep},
-            "constraints": {k: store["constraints"][k] for k in keep}}
-
-
-def _checkpoint(model, stepper, epoch, history, seconds, config) -> dict:
-    return {
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optim": stepper.get_state(),
-        "param_store": _extra_params(model),
-        "rng": rng_state(),
-        "history": history,
-        "seconds": seconds,
-        "train_config": asdict(config),
-    }
-
-
-def _restore(state: dict, model: LatentModel, stepper, run: RunFolder):
-    run.load_model_state(model, state)
-    pyro.clear_param_store()
-    pyro.get_param_store().set_state(state["param_store"])
-    stepper.set_state(state["optim"])
-    set_rng_state(state["rng"])
 
 
 def _check_finite(loss: float, epoch: int, step: int, run: RunFolder | None) -> None:
@@ -178,56 +126,67 @@ def check_data(model: LatentModel, data: Dataset) -> None:
     model.check_data(data.test_x, "the test data")
 
 
+def default_hooks(run: RunFolder | None) -> list[Hook]:
+    """The per-epoch test ELBO, and a checkpoint after every epoch when there is a folder."""
+    return [TestELBO()] + ([Checkpointer(run)] if run is not None else [])
+
+
 def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder | None = None,
-          *, resume: bool = False, progress: bool = True) -> TrainResult:
+          *, resume: bool = False, progress: bool = True,
+          hooks: Sequence[Hook] | None = None) -> TrainResult:
     """Train ``model`` on ``data`` by SVI with Adam; see the module docstring.
 
     The caller seeds the RNGs (``pyro_vae.runtime.set_seed(config.seed)``) before building the
     model, so initialization is part of the seeded run, and loads ``data`` onto the device
     (``config.device``; a mismatch is an error). Training runs where the data lives.
-    Raises :class:`TrainingDiverged` on a NaN/inf loss (the checkpoint of the last finished
-    epoch stays as it was).
+    ``hooks`` run at the end of every epoch (default: :func:`default_hooks` of ``run``);
+    ``resume=True`` asks the :class:`~pyro_vae.hooks.Checkpointer` among them to put the run
+    back first. Raises :class:`TrainingDiverged` on a NaN/inf loss (the checkpoint of the last
+    finished epoch stays as it was).
     """
+    require_latent_model(model, "train")
     if config.device != "auto" and torch.device(config.device).type != data.device.type:
         raise ConfigError(f"the config asks for device {config.device} but the data lives on "
                           f"{data.device}: load it with load_dataset(..., device=...)")
     model.to(data.device)
     check_data(model, data)
-    if config.free_bits > 0:
-        elbo = make_free_bits_objective(config.objective, config.free_bits, model,
-                                        num_particles=config.num_particles, jit=config.jit)
-    else:
-        elbo = make_objective(config.objective, config.num_particles,
-                              max_plate_nesting=model.max_plate_nesting, jit=config.jit,
-                              baseline=config.baseline)
+    spec = objectives.get_spec(config.objective)
+    vectorized = spec.multi_sample or config.num_particles > 1
+    with model_code_errors(model, "training", vectorized=vectorized):
+        return _train(model, data, config, run, resume, progress, hooks)
+
+
+def _train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder | None,
+           resume: bool, progress: bool, hooks: Sequence[Hook] | None) -> TrainResult:
+    elbo = objectives.build_objective(config, model)
+    spec = objectives.get_spec(config.objective)
     model_fn, guide_fn, kl_scale = scaled_programs(model, model.latent_sites, config.beta)
     stepper = make_stepper(config.engine, model_fn, guide_fn, elbo, lr=config.lr,
-                           eps=config.adam_eps,
-                           optim_args=optim_args(config.lr, config.adam_eps, config.baseline_lr
-                                                 if config.baseline == "neural" else None))
-    check_every = 1 if data.device.type == "cpu" else GPU_CHECK_EVERY
-    n, nb = data.num_train, data.num_batches(config.batch_size)
-    start_epoch, history, seconds = 0, [], 0.0
+                           eps=config.adam_eps, optim_args=spec.optim_args(config))
+    hooks = default_hooks(run) if hooks is None else list(hooks)
+    state = TrainState(model, data, config, stepper)
     if resume:
-        if run is None or not run.has_checkpoint():
-            raise RunFolderError("nothing to resume: the run folder has no checkpoint")
-        state = run.load_checkpoint(map_location=data.device)
-        _restore(state, model, stepper, run)
-        start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
-        log.info("resuming %s at epoch %d of %d", run.path, start_epoch, config.epochs)
-        if start_epoch >= config.epochs:
-            log.info("the run already has %d epochs; nothing to train", start_epoch)
+        keepers = [h for h in hooks if isinstance(h, Checkpointer)]
+        if not keepers:
+            raise RunFolderError("nothing to resume: no run folder was given")
+        keepers[0].restore(state)
+        log.info("resuming %s at epoch %d of %d", keepers[0].run.path, state.epoch,
+                 config.epochs)
+        if state.epoch >= config.epochs:
+            log.info("the run already has %d epochs; nothing to train", state.epoch)
     else:
         pyro.clear_param_store()
         init = getattr(model, "init_from_data", None)  # e.g. k-means++ for a mixture
         if init is not None:
             init(data.train_x)
 
-    train_elbo = history[-1]["train_elbo"] if history else math.nan
-    bar = tqdm(total=config.epochs * nb, initial=start_epoch * nb, disable=not progress,
+    check_every = 1 if data.device.type == "cpu" else GPU_CHECK_EVERY
+    n, nb = data.num_train, data.num_batches(config.batch_size)
+    train_elbo = state.history[-1]["train_elbo"] if state.history else math.nan
+    bar = tqdm(total=config.epochs * nb, initial=state.epoch * nb, disable=not progress,
                unit="step", desc="training", dynamic_ncols=True)
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(state.epoch, config.epochs):
             t0 = time.perf_counter()
             model.train()
             stepper.set_lr_factor(lr_factor(config.lr_schedule, epoch))
@@ -244,20 +203,19 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
                                     refresh=False)
             train_elbo = -float(total) / (nb * n)
             model.eval()
-            test_elbo = mean_elbo(model, data.test_x, data.test_y if model.is_conditional
-                                  else None)
-            seconds += time.perf_counter() - t0
-            history.append({"epoch": epoch + 1, "train_elbo": train_elbo,
-                            "test_elbo": test_elbo, "seconds": round(seconds, 3),
-                            "kl_weight": kl_scale.weight,
-                            "lr": config.lr * lr_factor(config.lr_schedule, epoch)})
-            bar.set_postfix(epoch=epoch + 1, train=f"{train_elbo:.2f}", test=f"{test_elbo:.2f}")
-            log.debug("epoch %d: train ELBO %.3f, test ELBO %.3f", epoch + 1, train_elbo,
-                      test_elbo)
-            if run is not None:
-                run.save_checkpoint(_checkpoint(model, stepper, epoch + 1, history, seconds,
-                                                config))
-                run.write_history(history)
+            record = {"epoch": epoch + 1, "train_elbo": train_elbo}
+            for hook in hooks:
+                hook.on_epoch_end(state, record)
+            state.seconds += time.perf_counter() - t0
+            record |= {"seconds": round(state.seconds, 3), "kl_weight": kl_scale.weight,
+                       "lr": config.lr * lr_factor(config.lr_schedule, epoch)}
+            state.history.append(record)
+            state.epoch = epoch + 1
+            bar.set_postfix(epoch=epoch + 1, train=f"{train_elbo:.2f}",
+                            test=f"{record.get('test_elbo', math.nan):.2f}")
+            log.debug("epoch %d: %s", epoch + 1, record)
+            for hook in hooks:
+                hook.after_epoch(state)
     finally:
         bar.close()
-    return TrainResult(history, train_elbo, len(history), seconds)
+    return TrainResult(state.history, train_elbo, len(state.history), state.seconds)

@@ -10,13 +10,13 @@ from pyro_vae.annealing import (
     FreeBitsELBO,
     LatentScaleMessenger,
     kl_weight,
-    make_free_bits_objective,
-    migrate_legacy_beta,
     scaled_programs,
 )
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.models import build_model
+from pyro_vae.objectives import build_objective
+from pyro_vae.run_config import RunConfig
 from pyro_vae.runs import RunFolder
 from pyro_vae.runtime import set_seed
 from pyro_vae.testing import assert_same_parameters
@@ -150,8 +150,7 @@ def test_training_records_the_schedule_and_resumes_exactly(tmp_path):
 def test_refused_settings_say_why(settings, message):
     model, data = _vae()
     with pytest.raises(ConfigError, match=message):
-        config = TrainConfig(epochs=1, **settings)
-        make_free_bits_objective(config.objective, config.free_bits, model, jit=config.jit)
+        build_objective(TrainConfig(epochs=1, **settings), model)
 
 
 def test_free_bits_refuse_a_latent_that_does_not_factorize():
@@ -170,12 +169,13 @@ def test_free_bits_refuse_a_latent_that_does_not_factorize():
 
 
 def test_old_runs_with_a_model_beta_move_it_to_training():
-    old = {"model": "vae", "model_config": {"latent_dim": 3, "beta": 4.0},
-           "train": {"epochs": 2}}
-    new = migrate_legacy_beta(old, ["latent_dim"])
-    assert new["model_config"] == {"latent_dim": 3} and new["train"]["beta"] == 4.0
+    old = {"model": "vae", "model_config": {"latent_dim": 3, "beta": 4.0}, "dataset": "digits",
+           "train": {"epochs": 2}, "eval_samples": 10}
+    config = RunConfig.from_json(old)
+    assert config.model_config == {"latent_dim": 3} and config.train.beta == 4.0
+    assert config.eval.num_samples == 10 and config.eval.iwae_ks == (5,)
     assert old["model_config"]["beta"] == 4.0  # untouched
-    assert migrate_legacy_beta(old, ["latent_dim", "beta"]) is old
+    assert RunConfig.from_json({**old, "model_config": {"latent_dim": 3}}).train.beta == 1.0
 
 
 def test_the_handler_leaves_weight_one_alone():

@@ -82,7 +82,7 @@ def _one_error_line(code, err, *fragments):
     (["train", "vae", "--num-particles", "0"], "num-particles must be at least 1"),
     (["train", "vae", "--lr", "-1"], "learning rate must be positive"),
     (["train", "vae", "--epochs", "x"], "invalid int value"),
-    (["train", "vae", "--hidden", "4,a"], "expected integers separated by commas"),
+    (["train", "vae", "--hidden", "4,a"], "expects ints separated by commas"),
     (["train", "vae", "--binarize", "none", "--dataset", "digits"], "not binary"),
     (["train", "linear", "--hidden", "4"], "model linear has no setting 'hidden'"),
     (["train", "vae", "--device", "tpu"], "unknown device 'tpu'"),
@@ -159,8 +159,9 @@ def test_console_script_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pyro_vae.cli", "train", "nope"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        f"pyro-vae: error: unknown model 'nope'; choose one of {', '.join(MODELS)}"]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"pyro-vae: error: unknown model 'nope'; choose one of {', '.join(MODELS)}")
 
 
 @pytest.mark.cuda

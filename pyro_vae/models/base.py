@@ -23,14 +23,19 @@ Rules a new pair follows (``pyro_vae.testing.check_model_guide`` checks them):
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import pyro
 import torch
 from torch import nn
 
-from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.errors import DataError
+
+
+@dataclass
+class NoSettings:
+    """The config of a model without settings."""
 
 
 class LatentModel(nn.Module, abc.ABC):
@@ -38,9 +43,11 @@ class LatentModel(nn.Module, abc.ABC):
 
     Capability attributes (read by the CLI, the objectives and the evaluation code):
 
-    * ``name``: the registry name (``pyro-vae train NAME``);
+    * ``name``: the registry name (``pyro-vae train NAME``) and the prefix under which
+      ``pyro.module(self.name, self)`` registers the parameters; defaults to the class name in
+      lower case;
     * ``config_class``: a ``@dataclass`` of the model's settings; each field is also a
-      ``pyro-vae train`` flag;
+      ``pyro-vae train`` flag, parsed by the field's type (default: no settings);
     * ``observed_site`` / ``latent_sites``: the sample sites of the model;
     * ``has_discrete_latents``: True when a latent is not reparameterizable;
     * ``default_objective``: what ``pyro-vae train`` uses when no ``--objective`` is given
@@ -51,8 +58,8 @@ class LatentModel(nn.Module, abc.ABC):
     * ``data_kinds``: ``"image"`` (grey values or binary in [0, 1]) and/or ``"real"``.
     """
 
-    name: ClassVar[str]
-    config_class: ClassVar[type]
+    name: ClassVar[str] = "latent_model"
+    config_class: ClassVar[type] = NoSettings
     observed_site: ClassVar[str] = "x"
     latent_sites: ClassVar[tuple[str, ...]] = ("z",)
     has_discrete_latents: ClassVar[bool] = False
@@ -60,6 +67,11 @@ class LatentModel(nn.Module, abc.ABC):
     is_conditional: ClassVar[bool] = False
     max_plate_nesting: ClassVar[int] = 1
     data_kinds: ClassVar[tuple[str, ...]] = ("image", "real")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__.lower()
 
     def __init__(self, config: Any, data_shape: tuple[int, ...]):
         super().__init__()
@@ -113,13 +125,11 @@ class LatentModel(nn.Module, abc.ABC):
 
     @classmethod
     def make_config(cls, **overrides: Any) -> Any:
-        """The model's config with ``overrides``; an unknown setting is a :class:`ConfigError`."""
-        names = {f.name for f in fields(cls.config_class)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ConfigError(f"model {cls.name} has no setting {unknown[0]!r}; its settings: "
-                              f"{', '.join(sorted(names))}")
-        return cls.config_class(**overrides)
+        """The model's config with ``overrides``, each typed by its field; an unknown setting
+        is a :class:`ConfigError` naming the known ones."""
+        from pyro_vae.settings import build_config
+
+        return build_config(cls.config_class, overrides, f"model {cls.name}", "settings")
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)

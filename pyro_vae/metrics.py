@@ -1,0 +1,236 @@
+"""The metrics registry: every key of ``metrics.json`` declared once, and the evaluations that
+compute them.
+
+* :data:`METRICS` declares each key: what it means and how the run summary shows it (the
+  summary of ``pyro-vae train`` / ``evaluate`` and of the examples is :func:`summary_rows`);
+* :data:`EVALUATIONS` are the computations a finished run goes through (:func:`evaluate_all`):
+  each says which keys it writes and when it applies to a model and data set (and why not,
+  otherwise; the reason lands in ``evaluation_skipped``).
+
+Adding a metric: declare its key here and compute it in an existing evaluation, or add an
+:class:`Evaluation`; the CLI, ``metrics.json`` and the examples pick it up. Nats are per data
+point; log-likelihoods are negative numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pyro_vae.errors import ConfigError
+
+
+def _float(m: dict, key: str) -> str | None:
+    value = m.get(key)
+    return f"{value:.3f}" if isinstance(value, float) else (None if value is None else str(value))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One ``metrics.json`` key; ``label`` (a format string over the metrics) and ``show``
+    make its row of the run summary (``show`` returns None: no row)."""
+
+    key: str
+    doc: str
+    label: str | None = None
+    show: Callable[[dict], str | None] | None = None
+
+    def row(self, m: dict) -> tuple[str, str] | None:
+        if self.label is None or m.get(self.key) is None:
+            return None
+        value = self.show(m) if self.show is not None else _float(m, self.key)
+        return None if value is None else (self.label.format(**m), value)
+
+
+def _log_px(m: dict) -> str:
+    return f"{m['test_log_likelihood']:.3f} +- {m['test_log_likelihood_stderr']:.3f}"
+
+
+def _active(m: dict) -> str:
+    per_dim = m.get("kl_is_per_dim") and m.get("kl_per_dim") is not None
+    return f"{m['active_units']} of {len(m['kl_per_dim'])}" if per_dim else str(m["active_units"])
+
+
+METRICS: dict[str, Metric] = {m.key: m for m in (
+    # the run
+    Metric("model", "the model spec (registered name, module:Class or file.py:Class)"),
+    Metric("dataset", "the data set"),
+    Metric("binarize", "binarization of the training images: dynamic, fixed or none"),
+    Metric("objective", "the training objective"),
+    Metric("num_particles", "samples per data point in training (IWAE's K)"),
+    Metric("epochs", "epochs trained", "epochs", lambda m: str(m["epochs"])),
+    Metric("seconds", "training seconds (evaluation not included)", "seconds"),
+    Metric("device", "where it trained"),
+    Metric("train_elbo", "mean training objective per point over the last epoch",
+           "train ELBO"),
+    Metric("beta", "KL weight of training (beta-VAE)"),
+    Metric("kl_warmup_epochs", "epochs of the linear KL warm-up"),
+    Metric("free_bits", "free bits, nats per latent dimension"),
+    Metric("final_kl_weight", "the KL weight at the last step"),
+    # importance-sampling bounds (pyro_vae.evaluate.evaluate)
+    Metric("test_elbo", "ELBO per test point (mean of the log weights)", "test ELBO"),
+    Metric("test_elbo_stderr", "standard error of test_elbo across test points"),
+    Metric("test_iwae", "the IWAE bound L_k at the largest k", "test L_{iwae_k}"),
+    Metric("iwae_k", "k of test_iwae"),
+    Metric("test_iwae_bounds", "L_k for every k evaluated"),
+    Metric("test_log_likelihood", "log p(x) per test point by importance sampling",
+           "test log p(x) [{ll_num_samples} samples]", _log_px),
+    Metric("test_log_likelihood_stderr", "its standard error across test points"),
+    Metric("test_log_likelihood_mc_stderr", "its Monte Carlo standard error"),
+    Metric("ll_num_samples", "importance samples per test point"),
+    Metric("num_test_points", "test points evaluated"),
+    # latent usage
+    Metric("active_units", "latent units with Cov_x(E_q[z_u]) > 0.01", "active units",
+           _active),
+    Metric("active_unit_threshold", "the covariance threshold of an active unit"),
+    Metric("posterior_mean_variance", "Cov_x(E_q[z_u]) per latent unit"),
+    Metric("kl_per_dim", "E_x KL(q(z_u|x) || p(z_u)) per latent unit (per site if not "
+           "factorized)"),
+    Metric("kl_is_per_dim", "whether kl_per_dim is per unit"),
+    Metric("kl_total", "sum of kl_per_dim"),
+    Metric("active_units_per_site", "active units of each latent site"),
+    # known factors
+    Metric("mig", "mutual information gap of the guide's means and the known factors",
+           "MIG (known factors)"),
+    Metric("mig_per_factor", "MIG of each known factor"),
+    # what did not apply
+    Metric("evaluation_skipped", "evaluations that do not apply to this run, and why"),
+    # pyro-vae diagnose (pyro_vae.diagnostics)
+    Metric("diagnose_points", "test points diagnosed"),
+    Metric("diagnose_draws", "guide draws per point"),
+    Metric("khat", "PSIS k-hat of the guide per point"),
+    Metric("khat_good", "points with k-hat < 0.5"),
+    Metric("khat_ok", "points with 0.5 <= k-hat <= 0.7"),
+    Metric("khat_bad", "points with k-hat > 0.7"),
+    Metric("khat_max", "the largest finite k-hat"),
+    Metric("khat_median", "the median finite k-hat"),
+    Metric("diagnose_plots", "the PNG files diagnose wrote"),
+    Metric("nuts_point", "the test point of the NUTS reference"),
+    Metric("nuts_chains", "NUTS chains"),
+    Metric("nuts_rhat_max", "largest R-hat of the NUTS reference"),
+    Metric("nuts_ess_bulk_min", "smallest bulk ESS of the NUTS reference"),
+    Metric("nuts_vs_guide_mean_abs_diff", "mean |NUTS mean - guide mean| over latent dims"),
+    Metric("nuts_vs_guide_sd_ratio_mean", "mean guide sd / NUTS sd over latent dims"),
+)}
+SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_iwae", "mig",
+                 "test_log_likelihood", "active_units")
+
+
+def check_keys(metrics: dict) -> None:
+    """Raise ``ConfigError`` for a key no :class:`Metric` declares (tests call it on every
+    ``metrics.json`` a run writes)."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ConfigError(f"undeclared metric(s) {', '.join(unknown)}: declare them in "
+                          "pyro_vae.metrics.METRICS")
+
+
+def summary_rows(metrics: dict) -> list[tuple[str, str]]:
+    """(label, value) rows of a run summary, in :data:`SUMMARY_ORDER`."""
+    rows = (METRICS[key].row(metrics) for key in SUMMARY_ORDER)
+    return [r for r in rows if r is not None]
+
+
+def format_summary(metrics: dict, title: str) -> str:
+    return "\n".join([title] + [f"  {label:<32} {value}"
+                                for label, value in summary_rows(metrics)])
+
+
+# -- evaluations ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evaluation:
+    """One computation of a finished run: ``applies(model, data, settings)`` returns None when
+    it applies, else the reason it does not; ``compute`` returns the declared ``keys``."""
+
+    name: str
+    keys: tuple[str, ...]
+    applies: Callable[[Any, Any, Any], str | None]
+    compute: Callable[[Any, Any, Any, bool], dict]
+
+
+def _per_point(model, data, settings) -> str | None:
+    from pyro_vae.structure import global_latent_sites
+
+    y = data.test_y if model.is_conditional else None
+    outside = global_latent_sites(model, data.test_x, y)
+    if outside:
+        return (f"per-data-point bounds need every latent inside the 'data' plate; "
+                f"{', '.join(outside)} {'is' if len(outside) == 1 else 'are'} global")
+    return None
+
+
+def _bounds_apply(model, data, settings) -> str | None:
+    if not settings.num_samples:
+        return "skipped by --eval-samples 0"
+    return _per_point(model, data, settings)
+
+
+def _bounds(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.evaluate import evaluate
+
+    y = data.test_y if model.is_conditional else None
+    return evaluate(model, data.test_x, y, num_samples=settings.num_samples,
+                    iwae_ks=settings.iwae_ks, progress=progress)
+
+
+def _global_elbo_applies(model, data, settings) -> str | None:
+    return None if _per_point(model, data, settings) else "the model has no global latents"
+
+
+@torch.no_grad()
+def _global_elbo(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.structure import whole_data_elbo
+
+    y = data.test_y if model.is_conditional else None
+    draws = torch.tensor([whole_data_elbo(model, data.test_x, y) for _ in range(20)])
+    return {"test_elbo": draws.mean().item(),
+            "test_elbo_stderr": (draws.std() / draws.numel() ** 0.5).item()}
+
+
+def _mig_applies(model, data, settings) -> str | None:
+    if getattr(data, "test_factors", None) is None:
+        return f"data set {data.name} has no known factors"
+    return _per_point(model, data, settings)
+
+
+def _mig(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.evaluate import disentanglement
+
+    return disentanglement(model, data)
+
+
+EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
+    Evaluation("bounds", ("test_elbo", "test_elbo_stderr", "test_iwae", "iwae_k",
+                          "test_iwae_bounds", "test_log_likelihood",
+                          "test_log_likelihood_stderr", "test_log_likelihood_mc_stderr",
+                          "ll_num_samples", "num_test_points", "active_units",
+                          "active_unit_threshold", "posterior_mean_variance", "kl_per_dim",
+                          "kl_is_per_dim", "kl_total", "active_units_per_site"),
+               _bounds_apply, _bounds),
+    Evaluation("global-elbo", ("test_elbo", "test_elbo_stderr"), _global_elbo_applies,
+               _global_elbo),
+    Evaluation("mig", ("mig", "mig_per_factor"), _mig_applies, _mig),
+)}
+
+
+def evaluate_all(model, data, settings, progress: bool = False) -> dict:
+    """Every evaluation that applies, merged; ``evaluation_skipped`` says why the others did
+    not run. ``settings`` is an :class:`~pyro_vae.run_config.EvalConfig`."""
+    model.eval()
+    metrics, skipped = {}, {}
+    for evaluation in EVALUATIONS.values():
+        reason = evaluation.applies(model, data, settings)
+        if reason is not None:
+            skipped[evaluation.name] = reason
+            continue
+        result = evaluation.compute(model, data, settings, progress)
+        undeclared = sorted(set(result) - set(evaluation.keys))
+        if undeclared:
+            raise ConfigError(f"evaluation {evaluation.name} returned undeclared keys "
+                              f"{', '.join(undeclared)}")
+        metrics |= result
+    metrics["evaluation_skipped"] = skipped
+    return metrics

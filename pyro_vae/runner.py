@@ -1,0 +1,233 @@
+"""The run layer: a :class:`~pyro_vae.run_config.RunConfig` in, a complete run folder out.
+
+Every front end goes through these functions -- ``pyro-vae train/evaluate/sample/plot/
+diagnose`` and every example that trains -- so every folder opens with every command::
+
+    from pyro_vae import RunConfig, TrainConfig, run, resume, open_run
+
+    result = run(RunConfig.for_model("vae", dataset="digits", train=TrainConfig(epochs=5),
+                                     latent_dim=8), "runs/a")
+    result = resume("runs/a", epochs=10)       # continue exactly where it stopped
+    opened = open_run("runs/a")                # model with its weights, data, config
+
+* :func:`run` checks every setting (model spec and settings, objective against the model,
+  data set, evaluation) before anything is written, then writes ``config.json``, trains with
+  a checkpoint after every epoch (:mod:`pyro_vae.hooks`) and calls :func:`finish`;
+* :func:`resume` reopens a folder and continues it; restated settings must equal the saved
+  ones except those in :data:`RESUMABLE`;
+* :func:`finish` evaluates (:func:`pyro_vae.metrics.evaluate_all`, seeded by
+  ``EvalConfig.seed`` so ``pyro-vae evaluate`` repeats the numbers), merges ``metrics.json``
+  and draws the pictures;
+* :func:`open_run` rebuilds a trained run's model (also a user's own class, from the spec the
+  folder recorded) with its weights and data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_vae import objectives
+from pyro_vae.data import Dataset, load_dataset
+from pyro_vae.errors import ConfigError, RunFolderError
+from pyro_vae.metrics import evaluate_all
+from pyro_vae.models.base import LatentModel
+from pyro_vae.run_config import EvalConfig, RunConfig
+from pyro_vae.runs import RunFolder
+from pyro_vae.runtime import resolve_device, set_seed
+from pyro_vae.structure import global_latent_sites
+from pyro_vae.train import TrainConfig, TrainResult, check_data, train
+
+log = logging.getLogger(__name__)
+RESUMABLE = ("epochs", "device", "engine")  # training settings a resumed run may change
+
+
+@dataclass
+class Run:
+    """A run folder with its config, the model (weights loaded once trained) and its data."""
+
+    folder: RunFolder
+    config: RunConfig
+    model: LatentModel
+    data: Dataset
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+
+@dataclass
+class RunResult:
+    run: Run
+    training: TrainResult
+    metrics: dict
+
+
+def build(config: RunConfig, device: torch.device | str | None = None,
+          folder: RunFolder | None = None) -> Run:
+    """Seed, load the data, build the model and check that it takes the data: everything a
+    run needs before it writes anything. ``device`` defaults to ``config.train.device``."""
+    ref = config.model_ref()
+    settings = config.model_settings(ref)
+    objectives.check_model(config.train, ref.cls)
+    device = resolve_device(str(device) if device is not None else config.train.device)
+    set_seed(config.train.seed)
+    data = load_dataset(config.dataset, binarize=config.binarize, device=device)
+    model = _construct(ref.cls, settings, data.shape)
+    model.to(device)
+    check_data(model, data)
+    return Run(folder or RunFolder("."), config, model, data)
+
+
+def _construct(cls: type[LatentModel], settings: Any, shape: tuple[int, ...]) -> LatentModel:
+    from pyro_vae.errors import model_code_errors
+
+    with model_code_errors(cls, "building the model"):
+        return cls(settings, shape)
+
+
+def _writable_folder(out: str | os.PathLike) -> RunFolder:
+    path = Path(out)
+    if str(out) == "":
+        raise ConfigError("--out is empty; name the run folder")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder")
+    folder = RunFolder(path)
+    if folder.has_checkpoint():
+        raise ConfigError(f"{path} already holds a run; pass --resume to continue it or choose "
+                          "another --out")
+    if folder.is_run():  # a run stopped before its first checkpoint: nothing to lose
+        log.warning("%s holds a run that never reached a checkpoint; starting it over", path)
+    return folder
+
+
+def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> RunResult:
+    """Train a new run into the folder ``out`` and finish it (see the module docstring)."""
+    folder = _writable_folder(out)
+    opened = build(config, folder=folder)
+    folder.write_config(config.to_json())
+    data = opened.data
+    log.info("training %s on %s (%s, %d points) on %s -> %s", config.model, config.dataset,
+             data.binarize, data.num_train, data.device, folder.path)
+    result = train(opened.model, data, config.train, folder, progress=progress)
+    return RunResult(opened, result, finish(opened, result, progress=progress))
+
+
+def restated(saved: RunConfig, changes: dict[str, Any]) -> RunConfig:
+    """``saved`` with ``changes`` to its training settings; a change to one outside
+    :data:`RESUMABLE` is a :class:`ConfigError` naming it (restating a value is fine)."""
+    train_values = asdict(saved.train)
+    for key, value in changes.items():
+        if key not in train_values:
+            raise ConfigError(f"unknown training setting {key!r}")
+        if value != train_values[key] and key not in RESUMABLE:
+            raise ConfigError(f"--{key.replace('_', '-')} {value} differs from the run's "
+                              f"{train_values[key]}; a resumed run keeps its settings "
+                              f"(it may change {', '.join(RESUMABLE)})")
+        train_values[key] = value
+    return replace(saved, train=TrainConfig(**train_values))
+
+
+def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | None = None,
+           **train_changes: Any) -> RunResult:
+    """Continue the run in ``out`` from its last checkpoint, e.g. ``resume(out, epochs=200)``;
+    see :func:`restated` for the settings that may change."""
+    folder = RunFolder(out)
+    saved = read_config(folder)
+    if not folder.has_checkpoint():
+        raise RunFolderError(f"{folder.path} has no checkpoint to resume from")
+    config = restated(saved, train_changes)
+    if eval is not None:
+        config = replace(config, eval=eval)
+    opened = build(config, folder=folder)
+    log.info("resuming %s (%s on %s) on %s", folder.path, config.model, config.dataset,
+             opened.data.device)
+    result = train(opened.model, opened.data, config.train, folder, resume=True,
+                   progress=progress)
+    folder.write_config(config.to_json())  # only once its checkpoint has loaded and trained
+    return RunResult(opened, result, finish(opened, result, progress=progress))
+
+
+def run_metrics(config: RunConfig, result: TrainResult, device: torch.device) -> dict:
+    """What ``metrics.json`` records of the training itself."""
+    t = config.train
+    return {"model": config.model, "dataset": config.dataset, "binarize": config.binarize,
+            "objective": t.objective, "num_particles": t.num_particles,
+            "epochs": result.epochs, "seconds": round(result.seconds, 2), "device": str(device),
+            "train_elbo": result.train_elbo, "beta": t.beta,
+            "kl_warmup_epochs": t.kl_warmup_epochs, "free_bits": t.free_bits,
+            "final_kl_weight": result.history[-1].get("kl_weight") if result.history else None}
+
+
+def finish(opened: Run, result: TrainResult | None = None, *, progress: bool = True) -> dict:
+    """Evaluate a trained run, merge ``metrics.json`` and draw its pictures; returns the
+    merged metrics. ``result`` (the training's) adds the training's own figures."""
+    from pyro_vae.errors import model_code_errors
+    from pyro_vae.latent_plots import save_latent_pictures
+    from pyro_vae.plots import save_run_pictures
+
+    model, data, config = opened.model, opened.data, opened.config
+    metrics = run_metrics(config, result, data.device) if result is not None else {}
+    set_seed(config.eval.seed)
+    with model_code_errors(model, "evaluation"):
+        metrics |= evaluate_all(model, data, config.eval, progress=progress)
+    merged = opened.folder.update_metrics(metrics)
+    if config.eval.pictures:
+        y = data.test_y if model.is_conditional else None
+        with model_code_errors(model, "drawing the run's pictures"):
+            save_run_pictures(model, data, opened.path, result.history if result else None)
+            if not global_latent_sites(model, data.test_x, y):  # codes are per data point
+                save_latent_pictures(model, data, opened.path)
+    return merged
+
+
+def read_config(folder: RunFolder) -> RunConfig:
+    return RunConfig.from_json(folder.read_config(), str(folder.path / "config.json"))
+
+
+def open_run(path: str | os.PathLike, device: torch.device | str = "cpu") -> Run:
+    """A trained run: its model rebuilt from ``config.json`` (any model spec) with the weights
+    of its last checkpoint, in eval mode, and its data, on ``device``."""
+    folder = RunFolder(path)
+    config = read_config(folder)
+    state = folder.load_checkpoint(map_location="cpu")
+    try:
+        opened = build(config, device=device, folder=folder)
+    except ConfigError as exc:
+        if isinstance(exc, RunFolderError):
+            raise
+        raise RunFolderError(f"{folder.path / 'config.json'} does not describe a model "
+                             f"({exc})") from None
+    folder.load_model_state(opened.model, state)
+    opened.model.eval()
+    return opened
+
+
+def evaluate_run(path: str | os.PathLike, settings: EvalConfig | None = None,
+                 device: torch.device | str = "cpu", progress: bool = True) -> dict:
+    """Evaluate a trained run again (``pyro-vae evaluate``): the metrics registry with
+    ``settings`` (default: the run's own), merged into ``metrics.json``."""
+    opened = open_run(path, device)
+    if settings is not None:
+        opened = replace(opened, config=replace(opened.config, eval=replace(
+            settings, pictures=False)))
+    else:
+        opened.config.eval = replace(opened.config.eval, pictures=False)
+    return finish(opened, progress=progress)
+
+
+def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu"):
+    """``(model, data, config dict, checkpoint)`` of a trained run (the older interface of
+    :func:`open_run`)."""
+    opened = open_run(path, device)
+    state = opened.folder.load_checkpoint(map_location="cpu")
+    return opened.model, opened.data, opened.config.to_json(), state
+
+
+__all__ = ["RESUMABLE", "Run", "RunResult", "build", "evaluate_run", "finish", "load_trained",
+           "open_run", "read_config", "restated", "resume", "run", "run_metrics"]
