@@ -59,9 +59,16 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 from pyro.poutine import Trace
-from pyro.poutine.util import site_is_subsample
 from pyro.util import get_rng_state, set_rng_state
 
+from pyro_vae._site_checks import (
+    check_declared,
+    check_latent,
+    check_pair_sites,
+    check_plates,
+    nonfinite_sites,
+    samples,
+)
 from pyro_vae.errors import (
     PARTICLE_RULE,
     UserError,
@@ -72,7 +79,6 @@ from pyro_vae.errors import (
 from pyro_vae.evaluate import log_weights
 from pyro_vae.models.base import LatentModel
 
-Site = dict[str, Any]
 NUM_DATA_FACTOR = 3  # the scaling check calls the programs with num_data = 3 * len(x)
 DEFAULTS = {name: getattr(LatentModel, name)
             for name in ("observed_site", "latent_sites", "max_plate_nesting")}
@@ -82,15 +88,6 @@ SIGNATURE = "(self, x, y=None, num_data=None)"
 def _describe(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def _samples(trace: Trace) -> dict[str, Site]:
-    return {name: s for name, s in trace.nodes.items()
-            if s["type"] == "sample" and not site_is_subsample(s)}
-
-
-def _plates(site: Site) -> set[tuple]:
-    return {(f.name, f.dim, f.size) for f in site["cond_indep_stack"]}
 
 
 def _binds(sig: inspect.Signature, *args: Any, **kwargs: Any) -> bool:
@@ -188,132 +185,13 @@ def _run(fn: Callable, x: torch.Tensor, y: torch.Tensor | None, replay: Trace | 
 
 def _raised(module: Any, program: str, exc: BaseException, partial: Trace | None,
             when: str = "", vectorized: bool = False) -> str:
-    sites = list(_samples(partial)) if partial is not None else []
+    sites = list(samples(partial)) if partial is not None else []
     after = f" (after sample site {sites[-1]!r})" if sites else ""
     where = user_code_location(exc, module)
     at = f" at {where}" if where else ""
     hint = hint_for(exc, vectorized=vectorized) or (PARTICLE_RULE if vectorized else None)
     return f"the {program} raised {_describe(exc)}{when}{after}{at}" + (
         f"; {hint}" if hint else "")
-
-
-def _check_declared(programs: _Programs, module: Any, model_sites: dict[str, Site],
-                    x: torch.Tensor) -> tuple[list[str], list[str]]:
-    """Check 3, what the module declares: the observed site (observing x) and latent_sites.
-    Returns the problems that make an ELBO meaningless and those (names) that do not."""
-    problems, names = [], []
-    obs_name, declared = programs.observed_site, programs.latent_sites
-    whose = {name: "its" if hasattr(module, name) else "LatentModel's default"
-             for name in ("observed_site", "latent_sites")}
-    observed = [n for n, s in model_sites.items() if s["is_observed"]]
-    site = model_sites.get(obs_name)
-    if site is None:
-        fix = (f": name it {obs_name!r} or set observed_site = {observed[0]!r}"
-               if len(observed) == 1 else "")
-        names.append(f"the model has no sample site {obs_name!r} ({whose['observed_site']} "
-                        f"observed_site){fix}")
-    elif not site["is_observed"]:
-        problems.append(f"model site {obs_name!r} is not observed: pass obs=x")
-    elif site["value"] is not x and not (site["value"].shape == x.shape
-                                         and torch.equal(site["value"], x)):
-        problems.append(f"model site {obs_name!r} observes something other than x")
-    latent = tuple(n for n in model_sites if n not in observed and n != obs_name)
-    if declared is not None and set(declared) != set(latent):
-        default = "" if whose["latent_sites"] == "its" else " (LatentModel's default)"
-        names.append(f"latent_sites declares {sorted(declared)}{default} but the model's "
-                     f"latent sites are {sorted(latent)}: set latent_sites = {latent!r}")
-    return problems, names
-
-
-def _check_pair_sites(obs_name: str, model_sites: dict[str, Site],
-                      guide_sites: dict[str, Site]) -> list[str]:
-    """Check 3: the guide samples exactly the model's latent sites."""
-    observed = {n for n, s in model_sites.items() if s["is_observed"] or n == obs_name}
-    latent = set(model_sites) - observed
-    problems = [f"latent site {name!r} of the model is not sampled by the guide"
-                for name in sorted(latent - set(guide_sites))]
-    for name in sorted(set(guide_sites) - latent):
-        where = "is observed in the model" if name in observed else "is not in the model"
-        problems.append(f"guide site {name!r} {where}")
-    return problems
-
-
-def _check_latent(name: str, p_site: Site, q_site: Site) -> list[str]:
-    """Checks 3-5 for one latent site: shape, event dims, support, plates."""
-    problems = []
-    p, q, value = p_site["fn"], q_site["fn"], q_site["value"]
-    if tuple(value.shape) != tuple(p.shape()):
-        problems.append(f"site {name!r}: the guide samples shape {tuple(value.shape)} but the "
-                        f"model expects {tuple(p.shape())}")
-    elif len(q.event_shape) != len(p.event_shape):
-        problems.append(f"site {name!r}: the guide has event shape {tuple(q.event_shape)}, the "
-                        f"model {tuple(p.event_shape)} (match them with .to_event)")
-    else:
-        try:
-            p_discrete, q_discrete = p.support.is_discrete, q.support.is_discrete
-            same_event_dim = p.support.event_dim == q.support.event_dim
-            inside = bool(p.support.check(value).all())
-        except (NotImplementedError, ValueError):  # a dependent support: nothing to compare
-            p_discrete = q_discrete = inside = same_event_dim = True
-        kinds = {True: "discrete", False: "continuous"}
-        if p_discrete != q_discrete:
-            problems.append(f"site {name!r}: the model's distribution is {kinds[p_discrete]} "
-                            f"but the guide's is {kinds[q_discrete]}")
-        elif not same_event_dim:
-            problems.append(f"site {name!r}: the supports have event dim "
-                            f"{p.support.event_dim} (model) and {q.support.event_dim} (guide)")
-        elif not inside:
-            problems.append(f"site {name!r}: the guide's sample lies outside the model's "
-                            f"support ({p.support})")
-    if _plates(p_site) != _plates(q_site):
-        problems.append(f"site {name!r}: plates differ, model {sorted(_plates(p_site))} vs "
-                        f"guide {sorted(_plates(q_site))}")
-    return problems
-
-
-def _nesting_fix(site: Site, nesting: int) -> str:
-    """What to do about a site with more batch dims than ``max_plate_nesting``."""
-    batch = tuple(site["fn"].batch_shape)
-    plates = {f.dim: f for f in site["cond_indep_stack"] if f.dim is not None}
-    free = 0  # the rightmost batch dims beyond max_plate_nesting that belong to no plate
-    while free < len(batch) - nesting and -(free + 1) not in plates:
-        free += 1
-    if free == 1:
-        return (f"its size-{batch[-1]} dim -1 is in no plate: if {batch[-1]} is a vector "
-                "latent's dimension, declare it an event dim with .to_event(1)")
-    if free > 1:
-        return (f"its last {free} dims {batch[-free:]} are in no plate: if they are the "
-                f"latent's dimensions, declare them event dims with .to_event({free})")
-    deep = [f for d, f in sorted(plates.items(), reverse=True) if -d > nesting]
-    if deep:
-        f = deep[-1]
-        return (f"plate {f.name!r} uses dim {f.dim}: raise max_plate_nesting to {-f.dim}, or, "
-                f"if its size {f.size} is a vector latent's dimension, make that the last dim "
-                "and declare it an event dim with .to_event(1) instead of a plate")
-    return "declare event dims with .to_event or raise max_plate_nesting"
-
-
-def _check_plates(programs: _Programs, traces: dict[str, Trace], x: torch.Tensor) -> list[str]:
-    """Check 6: every model site in the data plate; batch dims within max_plate_nesting."""
-    problems = []
-    for name, site in _samples(traces.get("model", Trace())).items():
-        frames = {f.name: f for f in site["cond_indep_stack"]}
-        if "data" not in frames:
-            problems.append(f"model site {name!r} is outside the 'data' plate; put it inside "
-                            "self.data_plate(x, num_data) (the per-data-point bounds of "
-                            "pyro_vae.evaluate need every site in it)")
-        elif frames["data"].size != len(x):
-            problems.append(f"model site {name!r}: the 'data' plate has size "
-                            f"{frames['data'].size} but x has {len(x)} points")
-    nesting = programs.max_plate_nesting
-    for program, trace in sorted(traces.items(), key=lambda item: item[0] != "model"):
-        for name, site in _samples(trace).items():
-            batch = tuple(site["fn"].batch_shape)
-            if len(batch) > nesting:
-                problems.append(f"{program} site {name!r} has batch shape {batch}, more dims "
-                                f"than max_plate_nesting = {nesting}: "
-                                f"{_nesting_fix(site, nesting)}")
-    return problems
 
 
 def _check_scaling(programs: _Programs, x: torch.Tensor, y: torch.Tensor | None,
@@ -331,8 +209,8 @@ def _check_scaling(programs: _Programs, x: torch.Tensor, y: torch.Tensor | None,
         return [_raised(module, "model", exc, model_trace, f" with num_data={num_data}")]
     problems = []
     for program, trace in (("model", model_trace), ("guide", guide_trace)):
-        unscaled = _samples(traces[program])
-        for name, site in _samples(trace).items():
+        unscaled = samples(traces[program])
+        for name, site in samples(trace).items():
             in_data = any(f.name == "data" for f in site["cond_indep_stack"])
             if not in_data or name not in unscaled:
                 continue
@@ -395,16 +273,6 @@ def _check_registration(module: Any, traces: dict[str, Trace],
             ] if missing and traces else []
 
 
-def _nonfinite_sites(traces: dict[str, Trace]) -> list[str]:
-    names = []
-    for program, trace in traces.items():
-        for name, site in _samples(trace).items():
-            with contextlib.suppress(Exception):
-                if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
-                    names.append(f"{program} site {name!r}")
-    return names
-
-
 def _check_elbo_and_gradients(programs: _Programs, x: torch.Tensor, y: torch.Tensor | None,
                               traces: dict[str, Trace]) -> list[str]:
     """Check 9: a finite ELBO, every parameter with a finite gradient."""
@@ -415,7 +283,7 @@ def _check_elbo_and_gradients(programs: _Programs, x: torch.Tensor, y: torch.Ten
     except Exception as exc:
         return [f"the ELBO could not be computed ({_describe(exc)})"]
     if not torch.isfinite(loss):
-        bad = _nonfinite_sites(traces)
+        bad = nonfinite_sites(traces)
         where = f": the log density of {', '.join(bad)} is not finite" if bad else ""
         return [f"the ELBO is not finite ({-loss.item()}){where}"]
     if loss.requires_grad:  # else no parameter enters it (reported below)
@@ -466,22 +334,24 @@ def _check_programs(programs: _Programs, x: torch.Tensor,
     ran = {p for p, exc in raised.items() if exc is None}
     names, replay_exc = [], None
     if "model" in ran:
-        observed, names = _check_declared(programs, module, _samples(traces["model"]), x)
+        defaulted = {name for name in DEFAULTS if not hasattr(module, name)}
+        observed, names = check_declared(programs.observed_site, programs.latent_sites,
+                                         defaulted, samples(traces["model"]), x)
         problems += observed
     if ran == {"model", "guide"}:
         replayed, replay_exc = _run(programs.model, x, y, replay=traces["guide"])
         if replay_exc is None:
             traces["model"] = replayed
-        guide_sites, replayed_sites = _samples(traces["guide"]), _samples(replayed)
-        problems += _check_pair_sites(programs.observed_site, _samples(traces["model"]),
+        guide_sites, replayed_sites = samples(traces["guide"]), samples(replayed)
+        problems += check_pair_sites(programs.observed_site, samples(traces["model"]),
                                       guide_sites)
         for name in sorted(set(replayed_sites) & set(guide_sites)):
             if not replayed_sites[name]["is_observed"]:
-                problems += _check_latent(name, replayed_sites[name], guide_sites[name])
+                problems += check_latent(name, replayed_sites[name], guide_sites[name])
         if replay_exc is not None:
             problems.append(_raised(module, "model", replay_exc, replayed,
                                     " when replayed on the guide's samples"))
-    plates = _check_plates(programs, traces, x)
+    plates = check_plates(traces, x, programs.max_plate_nesting)
     problems, later = problems + plates, []
     if ran == {"model", "guide"} and replay_exc is None and not plates:
         later += _check_particles(programs, x, y, others=bool(problems))
