@@ -3,28 +3,42 @@
     from pyro_vae.testing import check_model_guide
     problems = check_model_guide(MyModel(config, data_shape), x)   # [] when all is well
 
-Each failure is one sentence that names the site or parameter and what is wrong. The checks
-(the contract of :mod:`pyro_vae.models.base`):
+Each failure is one sentence that names the site or parameter and what is wrong, and the file
+and line of the user's code where an exception was raised. One call reports every problem it
+can find. The checks (the contract of :mod:`pyro_vae.models.base`):
 
-1. ``model(x, y)`` and ``guide(x, y)`` run; if either raises, the exception is reported and the
-   checks that need its trace are skipped;
-2. sites: the observed site ``module.observed_site`` exists, is observed and observes ``x``;
+1. contract: the module is a :class:`~pyro_vae.models.base.LatentModel` (what ``train``
+   refuses otherwise; the checks go on with ``LatentModel``'s defaults for ``observed_site``,
+   ``latent_sites`` and ``max_plate_nesting``), and ``model`` and ``guide`` take
+   ``(x, y=None, num_data=None)`` (each is then called with the arguments it takes);
+2. ``model(x, y)`` and ``guide(x, y)`` run; an exception is reported with its file:line in the
+   module's source and the likely fix (``.to_event(1)`` for a vector latent inside the data
+   plate), and the checks that need the failed trace are skipped;
+3. sites: the observed site ``module.observed_site`` exists, is observed and observes ``x``;
    the guide samples every latent site of the model and nothing else; the declared
    ``latent_sites`` are the model's latent sites;
-3. shapes: with the model replayed on the guide's samples, each guide sample has the shape of
+4. shapes: with the model replayed on the guide's samples, each guide sample has the shape of
    the model's distribution at that site (``fn.shape()``), with as many event dims;
-4. supports: the guide's sample lies in the model's support, with the same discreteness and
+5. supports: the guide's sample lies in the model's support, with the same discreteness and
    support event dim;
-5. plates: each latent site sits in the same plates (name, dim, size) in both programs; every
-   model site sits in the ``"data"`` plate of ``len(x)`` points; no site has more batch dims
-   than ``max_plate_nesting``; with ``num_data`` given, sites in the data plate are scaled by
-   ``num_data / len(x)`` (only when the programs take ``num_data``);
-6. the ELBO (``Trace_ELBO``, one particle) is finite; if not, the sites whose log density is
-   not finite are named;
-7. every parameter of the module is registered with Pyro (``pyro.module``) and gets a finite
-   gradient from the ELBO.
+6. plates (of every program that ran, even partly): each latent site sits in the same plates
+   (name, dim, size) in both programs; every model site sits in the ``"data"`` plate of
+   ``len(x)`` points; no site has more batch dims than ``max_plate_nesting`` (a batch dim in
+   no plate is named, with ``.to_event(1)`` as the fix); with ``num_data`` given, sites in
+   the data plate are scaled by ``num_data / len(x)`` (only when the programs take
+   ``num_data``);
+7. particles: guide and replayed model run vectorized over a few particles exactly as
+   evaluation and multi-sample objectives run them (:func:`pyro_vae.evaluate.log_weights`), and
+   the log weights come out ``(particles, len(x))`` and finite: a program that reshapes with
+   ``len(x)`` instead of ``z.shape[:-1]`` fails here;
+8. every parameter of the module is registered with Pyro (``pyro.module``, under any name);
+9. the ELBO (``Trace_ELBO``, one particle) is finite (if not, the sites whose log density is
+   not finite are named), and every parameter gets a finite gradient from it.
 
-Checks 6 and 7 run only when 1-5 pass: a loss of a pair whose sites disagree says nothing new.
+Step 7 runs once the programs of 2 ran and the plates of 6 pass; the num_data scaling and step 9
+run once 2-6 pass (the site declarations of 3 aside): a loss of a pair whose sites disagree says
+nothing new. Step 8 needs both programs called, each having run through or registered something
+before it raised.
 
 The check leaves no trace: the Pyro param store is cleared before and after, gradients are
 ``None`` before and after, module buffers (e.g. batch-norm statistics) and the RNG states of
@@ -36,7 +50,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -46,11 +59,30 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 from pyro.poutine import Trace
-from pyro.poutine.util import site_is_subsample
 from pyro.util import get_rng_state, set_rng_state
 
-Site = dict[str, Any]
+from pyro_vae._site_checks import (
+    check_declared,
+    check_latent,
+    check_pair_sites,
+    check_plates,
+    nonfinite_sites,
+    samples,
+)
+from pyro_vae.errors import (
+    PARTICLE_RULE,
+    UserError,
+    hint_for,
+    require_latent_model,
+    user_code_location,
+)
+from pyro_vae.evaluate import log_weights
+from pyro_vae.models.base import LatentModel
+
 NUM_DATA_FACTOR = 3  # the scaling check calls the programs with num_data = 3 * len(x)
+DEFAULTS = {name: getattr(LatentModel, name)
+            for name in ("observed_site", "latent_sites", "max_plate_nesting")}
+SIGNATURE = "(self, x, y=None, num_data=None)"
 
 
 def _describe(exc: BaseException) -> str:
@@ -58,13 +90,85 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def _samples(trace: Trace) -> dict[str, Site]:
-    return {name: s for name, s in trace.nodes.items()
-            if s["type"] == "sample" and not site_is_subsample(s)}
+def _binds(sig: inspect.Signature, *args: Any, **kwargs: Any) -> bool:
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
 
 
-def _plates(site: Site) -> set[tuple]:
-    return {(f.name, f.dim, f.size) for f in site["cond_indep_stack"]}
+def _shown(sig: inspect.Signature) -> str:
+    """The parameter names of ``sig``, with ``*``, ``*args`` and ``**kwargs`` as written."""
+    kinds, names = inspect.Parameter, []
+    for p in sig.parameters.values():
+        if p.kind is kinds.KEYWORD_ONLY and not any(n.startswith("*") for n in names):
+            names.append("*")
+        names.append({kinds.VAR_POSITIONAL: "*", kinds.VAR_KEYWORD: "**"}.get(p.kind, "")
+                     + p.name)
+    return ", ".join(names)
+
+
+def _check_signatures(module: Any) -> tuple[list[str], dict[str, set[str] | None]]:
+    """Check 1: ``model`` and ``guide`` take ``(x, y=None, num_data=None)`` as the library calls
+    them, ``fn(x, y, num_data=n)``. Returns the problems and, per program, the optional
+    arguments it takes (``None``: it cannot be called with x at all)."""
+    problems, takes = [], {}
+    for program in ("model", "guide"):
+        fn = getattr(module, program, None)
+        if not callable(fn):
+            problems.append(f"{type(module).__name__} has no {program} method: write "
+                            f"def {program}{SIGNATURE}")
+            takes[program] = None
+            continue
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # nothing to read: call it as the library does
+            takes[program] = {"y", "num_data"}
+            continue
+        x = object()
+        took = {"y", "num_data"} if _binds(sig, x, None, num_data=1) else (
+            ({"y"} if _binds(sig, x, None) else set())
+            | ({"num_data"} if _binds(sig, x, num_data=1) else set()))
+        missing = [m if m not in sig.parameters else f"{m} {how}" for m, how in (
+            ("y", "as its second argument"), ("num_data", "as a keyword")) if m not in took]
+        callable_with_x = _binds(sig, x, *([None] if "y" in took else []),
+                                 **({"num_data": 1} if "num_data" in took else {}))
+        takes[program] = took if callable_with_x else None
+        if not callable_with_x:
+            problems.append(f"{program}({_shown(sig)}) cannot be called as {program}(x): "
+                            f"write def {program}{SIGNATURE}")
+        elif missing:
+            problems.append(f"{program}({_shown(sig)}) does not take {' and '.join(missing)}: "
+                            f"write def {program}{SIGNATURE}")
+    return problems, takes
+
+
+class _Programs:
+    """``module``'s programs called with the arguments each takes, and the ``LatentModel``
+    attributes with their defaults: what :func:`pyro_vae.evaluate.log_weights` needs."""
+
+    def __init__(self, module: Any, takes: dict[str, set[str] | None]):
+        self.module, self.takes, self.running = module, takes, None
+        for name, default in DEFAULTS.items():
+            setattr(self, name, getattr(module, name, default))
+
+    def _call(self, program: str, x: torch.Tensor, y: torch.Tensor | None,
+              num_data: int | None) -> Any:
+        takes = self.takes[program]
+        kwargs = {"num_data": num_data} if "num_data" in takes else {}
+        self.running = program  # stays set when it raises
+        out = getattr(self.module, program)(*((x, y) if "y" in takes else (x,)), **kwargs)
+        self.running = None
+        return out
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None,
+              num_data: int | None = None) -> Any:
+        return self._call("model", x, y, num_data)
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None,
+              num_data: int | None = None) -> Any:
+        return self._call("guide", x, y, num_data)
 
 
 def _run(fn: Callable, x: torch.Tensor, y: torch.Tensor | None, replay: Trace | None = None,
@@ -79,117 +183,34 @@ def _run(fn: Callable, x: torch.Tensor, y: torch.Tensor | None, replay: Trace | 
     return tracer.trace, None
 
 
-def _raised(program: str, exc: BaseException, partial: Trace, when: str = "") -> str:
-    sites = list(_samples(partial))
+def _raised(module: Any, program: str, exc: BaseException, partial: Trace | None,
+            when: str = "", vectorized: bool = False) -> str:
+    sites = list(samples(partial)) if partial is not None else []
     after = f" (after sample site {sites[-1]!r})" if sites else ""
-    return f"the {program} raised {_describe(exc)}{when}{after}"
+    where = user_code_location(exc, module)
+    at = f" at {where}" if where else ""
+    hint = hint_for(exc, vectorized=vectorized) or (PARTICLE_RULE if vectorized else None)
+    return f"the {program} raised {_describe(exc)}{when}{after}{at}" + (
+        f"; {hint}" if hint else "")
 
 
-def _check_sites(module: Any, model_sites: dict[str, Site], guide_sites: dict[str, Site],
-                 x: torch.Tensor) -> list[str]:
-    """Check 2: observed site, latent sites of model and guide, declared latent sites."""
-    problems = []
-    obs_name = getattr(module, "observed_site", None)
-    observed = {n for n, s in model_sites.items() if s["is_observed"] or n == obs_name}
-    latent = set(model_sites) - observed
-    if obs_name is not None:
-        site = model_sites.get(obs_name)
-        if site is None:
-            problems.append(f"the model has no sample site {obs_name!r} (its observed_site)")
-        elif not site["is_observed"]:
-            problems.append(f"model site {obs_name!r} is not observed: pass obs=x")
-        elif site["value"] is not x and not (site["value"].shape == x.shape
-                                             and torch.equal(site["value"], x)):
-            problems.append(f"model site {obs_name!r} observes something other than x")
-    for name in sorted(latent - set(guide_sites)):
-        problems.append(f"latent site {name!r} of the model is not sampled by the guide")
-    for name in sorted(set(guide_sites) - latent):
-        where = "is observed in the model" if name in observed else "is not in the model"
-        problems.append(f"guide site {name!r} {where}")
-    declared = getattr(module, "latent_sites", None)
-    if declared is not None and set(declared) != latent:
-        problems.append(f"latent_sites declares {sorted(declared)} but the model's latent "
-                        f"sites are {sorted(latent)}")
-    return problems
-
-
-def _check_latent(name: str, p_site: Site, q_site: Site) -> list[str]:
-    """Checks 3-5 for one latent site: shape, event dims, support, plates."""
-    problems = []
-    p, q, value = p_site["fn"], q_site["fn"], q_site["value"]
-    if tuple(value.shape) != tuple(p.shape()):
-        problems.append(f"site {name!r}: the guide samples shape {tuple(value.shape)} but the "
-                        f"model expects {tuple(p.shape())}")
-    elif len(q.event_shape) != len(p.event_shape):
-        problems.append(f"site {name!r}: the guide has event shape {tuple(q.event_shape)}, the "
-                        f"model {tuple(p.event_shape)} (match them with .to_event)")
-    else:
-        try:
-            p_discrete, q_discrete = p.support.is_discrete, q.support.is_discrete
-            same_event_dim = p.support.event_dim == q.support.event_dim
-            inside = bool(p.support.check(value).all())
-        except (NotImplementedError, ValueError):  # a dependent support: nothing to compare
-            p_discrete = q_discrete = inside = same_event_dim = True
-        kinds = {True: "discrete", False: "continuous"}
-        if p_discrete != q_discrete:
-            problems.append(f"site {name!r}: the model's distribution is {kinds[p_discrete]} "
-                            f"but the guide's is {kinds[q_discrete]}")
-        elif not same_event_dim:
-            problems.append(f"site {name!r}: the supports have event dim "
-                            f"{p.support.event_dim} (model) and {q.support.event_dim} (guide)")
-        elif not inside:
-            problems.append(f"site {name!r}: the guide's sample lies outside the model's "
-                            f"support ({p.support})")
-    if _plates(p_site) != _plates(q_site):
-        problems.append(f"site {name!r}: plates differ, model {sorted(_plates(p_site))} vs "
-                        f"guide {sorted(_plates(q_site))}")
-    return problems
-
-
-def _check_plates(module: Any, traces: dict[str, Trace], x: torch.Tensor) -> list[str]:
-    """Check 5: every model site in the data plate; batch dims within max_plate_nesting."""
-    problems = []
-    for name, site in _samples(traces["model"]).items():
-        frames = {f.name: f for f in site["cond_indep_stack"]}
-        if "data" not in frames:
-            problems.append(f"model site {name!r} is outside the 'data' plate; put it inside "
-                            "self.data_plate(x, num_data) (the per-data-point bounds of "
-                            "pyro_vae.evaluate need every site in it)")
-        elif frames["data"].size != len(x):
-            problems.append(f"model site {name!r}: the 'data' plate has size "
-                            f"{frames['data'].size} but x has {len(x)} points")
-    nesting = getattr(module, "max_plate_nesting", None)
-    for program, trace in traces.items() if nesting is not None else ():
-        for name, site in _samples(trace).items():
-            batch = tuple(site["fn"].batch_shape)
-            if len(batch) > nesting:
-                problems.append(f"{program} site {name!r} has batch shape {batch}, more dims "
-                                f"than max_plate_nesting = {nesting} (declare event dims with "
-                                ".to_event or raise max_plate_nesting)")
-    return problems
-
-
-def _check_scaling(module: Any, x: torch.Tensor, y: torch.Tensor | None,
+def _check_scaling(programs: _Programs, x: torch.Tensor, y: torch.Tensor | None,
                    traces: dict[str, Trace]) -> list[str]:
-    """Check 5: with ``num_data`` given, data-plate sites are scaled by num_data / len(x)."""
-    try:
-        takes = all("num_data" in inspect.signature(f).parameters
-                    for f in (module.model, module.guide))
-    except (TypeError, ValueError):
-        takes = False
-    if not takes:
+    """Check 6: with ``num_data`` given, data-plate sites are scaled by num_data / len(x)."""
+    if not all("num_data" in (programs.takes[p] or ()) for p in ("model", "guide")):
         return []
     num_data = NUM_DATA_FACTOR * len(x)
-    guide_trace, exc = _run(module.guide, x, y, num_data=num_data)
+    module = programs.module
+    guide_trace, exc = _run(programs.guide, x, y, num_data=num_data)
     if exc is not None:
-        return [_raised("guide", exc, guide_trace, f" with num_data={num_data}")]
-    model_trace, exc = _run(module.model, x, y, replay=guide_trace, num_data=num_data)
+        return [_raised(module, "guide", exc, guide_trace, f" with num_data={num_data}")]
+    model_trace, exc = _run(programs.model, x, y, replay=guide_trace, num_data=num_data)
     if exc is not None:
-        return [_raised("model", exc, model_trace, f" with num_data={num_data}")]
+        return [_raised(module, "model", exc, model_trace, f" with num_data={num_data}")]
     problems = []
     for program, trace in (("model", model_trace), ("guide", guide_trace)):
-        unscaled = _samples(traces[program])
-        for name, site in _samples(trace).items():
+        unscaled = samples(traces[program])
+        for name, site in samples(trace).items():
             in_data = any(f.name == "data" for f in site["cond_indep_stack"])
             if not in_data or name not in unscaled:
                 continue
@@ -202,36 +223,74 @@ def _check_scaling(module: Any, x: torch.Tensor, y: torch.Tensor | None,
     return problems
 
 
-def _nonfinite_sites(traces: dict[str, Trace]) -> list[str]:
-    names = []
-    for program, trace in traces.items():
-        for name, site in _samples(trace).items():
-            with contextlib.suppress(Exception):
-                if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
-                    names.append(f"{program} site {name!r}")
-    return names
-
-
-def _check_elbo_and_gradients(module: Any, x: torch.Tensor, y: torch.Tensor | None,
-                              traces: dict[str, Trace]) -> list[str]:
-    """Checks 6 and 7: a finite ELBO, every parameter registered with a finite gradient."""
-    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad] \
-        if hasattr(module, "named_parameters") else []
-    elbo = Trace_ELBO(max_plate_nesting=getattr(module, "max_plate_nesting", math.inf))
+def _check_particles(programs: _Programs, x: torch.Tensor, y: torch.Tensor | None,
+                     others: bool) -> list[str]:
+    """Check 7: the programs vectorized over particles as evaluation runs them. With ``others``
+    (other problems found) only an exception of a program is reported: the log weights of a
+    pair whose sites disagree cannot be expected to work out."""
+    k = 3 if len(x) == 2 else 2  # never len(x): a reshape by len(x) must not fit by chance
+    programs.running = None
     try:
-        loss = elbo.differentiable_loss(module.model, module.guide, x, y)
+        with torch.no_grad():
+            w = log_weights(programs, x, y, k)
+    except Exception as exc:
+        if programs.running is not None and not isinstance(exc, UserError):
+            return [_raised(programs.module, programs.running, exc, None,
+                            f" with {k} vectorized particles", vectorized=True)]
+        if others:
+            return []
+        if isinstance(exc, UserError):
+            return [f"evaluation refuses the pair: {exc}"]
+        return [f"the log weights of {k} vectorized particles could not be formed "
+                f"({_describe(exc)}); {PARTICLE_RULE}"]
+    if others:
+        return []
+    if tuple(w.shape) != (k, len(x)):
+        return [f"the log weights of {k} vectorized particles have shape {tuple(w.shape)}, "
+                f"not {(k, len(x))}; {PARTICLE_RULE}"]
+    if not torch.isfinite(w).all():
+        return [f"the log weights of {k} vectorized particles (as evaluation computes them) "
+                "are not finite"]
+    return []
+
+
+def _params(module: Any) -> list[tuple[str, torch.Tensor]]:
+    return [(n, p) for n, p in module.named_parameters() if p.requires_grad] \
+        if hasattr(module, "named_parameters") else []
+
+
+def _check_registration(module: Any, traces: dict[str, Trace],
+                        raised: dict[str, BaseException | None]) -> list[str]:
+    """Check 8: every parameter registered with Pyro, under any name (``pyro.module``)."""
+    if len(traces) < 2:
+        return []  # a program that could not be called might register the rest
+    for program, trace in traces.items():
+        if raised[program] is not None and not any(
+                s["type"] == "param" for s in trace.nodes.values()):
+            return []  # it raised before registering anything: nothing to conclude
+    registered = {id(v) for _, v in pyro.get_param_store().named_parameters()}
+    missing = [n for n, p in _params(module) if id(p) not in registered]
+    return [f"parameter(s) {', '.join(map(repr, missing))} are not registered with Pyro, so "
+            "SVI would not train them: call pyro.module(self.name, self) in model and guide"
+            ] if missing else []
+
+
+def _check_elbo_and_gradients(programs: _Programs, x: torch.Tensor, y: torch.Tensor | None,
+                              traces: dict[str, Trace]) -> list[str]:
+    """Check 9: a finite ELBO, every parameter with a finite gradient."""
+    params = _params(programs.module)
+    elbo = Trace_ELBO(max_plate_nesting=programs.max_plate_nesting)
+    try:
+        loss = elbo.differentiable_loss(programs.model, programs.guide, x, y)
     except Exception as exc:
         return [f"the ELBO could not be computed ({_describe(exc)})"]
     if not torch.isfinite(loss):
-        bad = _nonfinite_sites(traces)
+        bad = nonfinite_sites(traces)
         where = f": the log density of {', '.join(bad)} is not finite" if bad else ""
         return [f"the ELBO is not finite ({-loss.item()}){where}"]
-    registered = {id(v) for _, v in pyro.get_param_store().named_parameters()}
-    loss.backward()
+    if loss.requires_grad:  # else no parameter enters it (reported below)
+        loss.backward()
     faults = {
-        "are not registered with Pyro, so SVI would not train them: call "
-        "pyro.module(self.name, self) in model and guide": [
-            n for n, p in params if id(p) not in registered],
         "get no gradient from the ELBO (unused, or used outside model and guide)": [
             n for n, p in params if p.grad is None],
         "get a NaN or infinite gradient from the ELBO": [
@@ -265,41 +324,68 @@ def _no_side_effects(module: Any, x: torch.Tensor) -> Iterator[None]:
             torch.cuda.set_rng_state(cuda, x.device)
 
 
+def _check_programs(programs: _Programs, x: torch.Tensor,
+                    y: torch.Tensor | None) -> list[str]:
+    """Checks 2-9 on the programs that can be called."""
+    module = programs.module
+    traces, raised = {}, {}
+    for program in ("guide", "model"):
+        if programs.takes[program] is not None:
+            traces[program], raised[program] = _run(getattr(programs, program), x, y)
+    problems = [_raised(module, p, exc, traces[p]) for p, exc in raised.items() if exc]
+    ran = {p for p, exc in raised.items() if exc is None}
+    names, replay_exc = [], None
+    if "model" in ran:
+        defaulted = {name for name in DEFAULTS if not hasattr(module, name)}
+        observed, names = check_declared(programs.observed_site, programs.latent_sites,
+                                         defaulted, samples(traces["model"]), x)
+        problems += observed
+    if ran == {"model", "guide"}:
+        replayed, replay_exc = _run(programs.model, x, y, replay=traces["guide"])
+        if replay_exc is None:
+            traces["model"] = replayed
+        guide_sites, replayed_sites = samples(traces["guide"]), samples(replayed)
+        problems += check_pair_sites(programs.observed_site, samples(traces["model"]),
+                                     guide_sites)
+        for name in sorted(set(replayed_sites) & set(guide_sites)):
+            if not replayed_sites[name]["is_observed"]:
+                problems += check_latent(name, replayed_sites[name], guide_sites[name])
+        if replay_exc is not None:
+            problems.append(_raised(module, "model", replay_exc, replayed,
+                                    " when replayed on the guide's samples"))
+    plates = check_plates(traces, x, programs.max_plate_nesting)
+    problems, later = problems + plates, []
+    if ran == {"model", "guide"} and replay_exc is None and not plates:
+        later += _check_particles(programs, x, y, others=bool(problems))
+    later += _check_registration(module, traces, raised)
+    if not problems and ran == {"model", "guide"}:
+        scaling = _check_scaling(programs, x, y, traces)
+        elbo = [] if scaling else _check_elbo_and_gradients(programs, x, y, traces)
+        if any(p.startswith("the ELBO is not finite") for p in elbo):
+            later = [p for p in later if not p.endswith("are not finite")]
+        later += scaling + elbo
+    return problems + names + later
+
+
 def check_model_guide(module: Any, x: torch.Tensor,
                       y: torch.Tensor | None = None) -> list[str]:
     """Run the checks of this module's docstring on ``module``; return the failures.
 
-    ``module`` is a :class:`~pyro_vae.models.LatentModel` or anything with ``model(x, y)`` and
-    ``guide(x, y)`` (``observed_site``, ``latent_sites`` and ``max_plate_nesting`` are read when
-    present). ``x`` is a small batch of data the model accepts, ``y`` its labels if the model
-    is conditional. An empty list means every check passed.
+    ``module`` should be a :class:`~pyro_vae.models.LatentModel`; anything else with ``model``
+    and ``guide`` methods is checked too, with ``LatentModel``'s defaults for the attributes it
+    lacks, and its not being a ``LatentModel`` is the first failure. ``x`` is a small batch of
+    data the model accepts, ``y`` its labels if the model is conditional. An empty list means
+    every check passed.
     """
+    problems, takes = _check_signatures(module)
+    try:
+        require_latent_model(module, "train")
+    except UserError as exc:
+        problems.insert(0, str(exc))
     with _no_side_effects(module, x), pyro.validation_enabled(True), \
             warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered NaN")  # reported below instead
-        guide_trace, guide_exc = _run(module.guide, x, y)
-        model_trace, model_exc = _run(module.model, x, y)
-        problems = [_raised(program, exc, trace) for program, exc, trace in (
-            ("guide", guide_exc, guide_trace), ("model", model_exc, model_trace)) if exc]
-        if problems:
-            return problems
-        replayed, replay_exc = _run(module.model, x, y, replay=guide_trace)
-        traces = {"model": model_trace if replay_exc else replayed, "guide": guide_trace}
-        model_sites, guide_sites = _samples(traces["model"]), _samples(guide_trace)
-        problems = _check_sites(module, model_sites, guide_sites, x)
-        replayed_sites = _samples(replayed)
-        for name in sorted(set(replayed_sites) & set(guide_sites)):
-            if not replayed_sites[name]["is_observed"]:
-                problems += _check_latent(name, replayed_sites[name], guide_sites[name])
-        if replay_exc is not None:
-            problems.append(_raised("model", replay_exc, replayed,
-                                    " when replayed on the guide's samples"))
-        problems += _check_plates(module, traces, x)
-        if not problems:
-            problems += _check_scaling(module, x, y, traces)
-        if not problems:
-            problems += _check_elbo_and_gradients(module, x, y, traces)
-        return problems
+        return problems + _check_programs(_Programs(module, takes), x, y)
 
 
 def assert_model_guide(module: Any, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
