@@ -2,8 +2,9 @@
 
 The pieces, one concept a module: :mod:`~pyro_vae.models` (model/guide pairs and their
 registry), :mod:`~pyro_vae.nn` (building blocks), :mod:`~pyro_vae.objectives` (ELBOs by name),
-:mod:`~pyro_vae.data`, :mod:`~pyro_vae.train` (the SVI loop), :mod:`~pyro_vae.evaluate`
-(bounds on log p(x), active units), :mod:`~pyro_vae.plots`, :mod:`~pyro_vae.testing`
+:mod:`~pyro_vae.data`, :mod:`~pyro_vae.train` (the SVI loop), :mod:`~pyro_vae.importance`
+(importance-sampled bounds on log p(x)), :mod:`~pyro_vae.evaluate` (test metrics, active
+units), :mod:`~pyro_vae.plots`, :mod:`~pyro_vae.testing`
 (``check_model_guide``) and :mod:`~pyro_vae.cli`.
 """
 
@@ -11,7 +12,8 @@ __version__ = "0.1.0"
 
 from pyro_vae.data import Dataset, load_dataset  # noqa: E402
 from pyro_vae.errors import UserError  # noqa: E402
-from pyro_vae.evaluate import evaluate, importance_bounds, log_weights  # noqa: E402
+from pyro_vae.evaluate import evaluate  # noqa: E402
+from pyro_vae.importance import importance_bounds, log_weights  # noqa: E402
 from pyro_vae.models import MODELS, LatentModel, build_model  # noqa: E402
 from pyro_vae.objectives import IWAE_ELBO, make_objective  # noqa: E402
 from pyro_vae.runs import RunFolder, load_trained  # noqa: E402
