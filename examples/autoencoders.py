@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from pyro_vae import TrainConfig, build_model, load_dataset, set_seed, train
 from pyro_vae.evaluate import latent_means
-from pyro_vae.plots import _save_grid
+from pyro_vae.plots import save_grid
 from pyro_vae.runtime import resolve_device
 
 MODELS = ("ae", "dae", "vae")
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      "code_mean_norm": codes.mean(0).norm().item(),
                      "code_std_range": (codes.std(0).min().item(), codes.std(0).max().item())})
     args.out.mkdir(parents=True, exist_ok=True)
-    _save_grid(torch.cat(recon_rows), args.out / "reconstructions.png", nrow=args.num)
-    _save_grid(torch.cat(noisy_rows), args.out / "denoising.png", nrow=args.num)
-    _save_grid(torch.cat(sample_rows), args.out / "samples.png", nrow=args.num)
+    save_grid(torch.cat(recon_rows), args.out / "reconstructions.png", nrow=args.num)
+    save_grid(torch.cat(noisy_rows), args.out / "denoising.png", nrow=args.num)
+    save_grid(torch.cat(sample_rows), args.out / "samples.png", nrow=args.num)
     print(f"{'model':<5} {'test BCE':>9} {'BCE from half the pixels':>25} "
           f"{'|mean code|':>11} {'code std per dim':>18}")
     for r in rows:

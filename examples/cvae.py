@@ -22,8 +22,7 @@ import torch
 
 from pyro_vae import RunFolder, TrainConfig, build_model, evaluate, load_dataset, set_seed, train
 from pyro_vae.classifier import accuracy, conditional_sample_accuracy, train_classifier
-from pyro_vae.plots import _save_grid as save_grid
-from pyro_vae.plots import save_class_grid, save_run_pictures
+from pyro_vae.plots import save_class_grid, save_grid, save_run_pictures
 from pyro_vae.runtime import resolve_device
 
 PYRO_TUTORIAL_NLL = {1: 71.8, 2: 51.0, 3: 24.2}  # Pyro's CVAE tutorial, full MNIST, nats

@@ -3,9 +3,10 @@
 The pieces, one concept a module (docs/architecture.md): :mod:`~pyro_vae.models` (model/guide
 pairs and their registry), :mod:`~pyro_vae.nn` (building blocks), :mod:`~pyro_vae.objectives`
 (the objective registry), :mod:`~pyro_vae.data`, :mod:`~pyro_vae.train` (the SVI loop and its
-hooks), :mod:`~pyro_vae.evaluate` and :mod:`~pyro_vae.metrics` (bounds on log p(x), active
-units; the metrics registry), :mod:`~pyro_vae.run_config` and :mod:`~pyro_vae.runner` (the run
-layer), :mod:`~pyro_vae.plots`, :mod:`~pyro_vae.testing` (``check_model_guide``) and
+hooks), :mod:`~pyro_vae.importance` (importance-sampled bounds on log p(x)),
+:mod:`~pyro_vae.evaluate` and :mod:`~pyro_vae.metrics` (test metrics, active units; the metrics
+registry), :mod:`~pyro_vae.run_config` and :mod:`~pyro_vae.runner` (the run layer),
+:mod:`~pyro_vae.plots`, :mod:`~pyro_vae.testing` (``check_model_guide``) and
 :mod:`~pyro_vae.cli`.
 """
 
@@ -13,7 +14,8 @@ __version__ = "0.1.0"
 
 from pyro_vae.data import Dataset, load_dataset  # noqa: E402
 from pyro_vae.errors import UserError  # noqa: E402
-from pyro_vae.evaluate import evaluate, importance_bounds, log_weights  # noqa: E402
+from pyro_vae.evaluate import evaluate  # noqa: E402
+from pyro_vae.importance import importance_bounds, log_weights  # noqa: E402
 from pyro_vae.models import MODELS, LatentModel, build_model  # noqa: E402
 from pyro_vae.models.registry import register_model  # noqa: E402
 from pyro_vae.objectives import IWAE_ELBO, make_objective  # noqa: E402

@@ -25,8 +25,7 @@ from pyro.infer import Predictive
 
 from pyro_vae import _arviz_compat as azc
 from pyro_vae.errors import ConfigError, check_positive
-from pyro_vae.evaluate import log_weights
-from pyro_vae.likelihood import draw_log_weights, particles_per_chunk
+from pyro_vae.importance import log_weights, stored_log_weights
 from pyro_vae.models.base import LatentModel
 
 KHAT_GOOD, KHAT_OK = 0.5, 0.7
@@ -35,6 +34,11 @@ NETCDF = "posterior.nc"
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
+
+
+def _particles_per_chunk(x: torch.Tensor, max_elements: int) -> int:
+    """How many posterior draws of all of ``x`` fit in about ``max_elements`` values."""
+    return max(1, max_elements // max(1, x[0].numel() * x.shape[0]))
 
 
 @torch.no_grad()
@@ -49,7 +53,7 @@ def guide_draws(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = No
     obs, latents = model.observed_site, list(model.latent_sites)
     post: dict[str, list] = {n: [] for n in latents}
     loglik, ppc, done = [], [], 0
-    step = particles_per_chunk(x, max_elements)
+    step = _particles_per_chunk(x, max_elements)
     while done < num_draws:
         k = min(step, num_draws - done)
         samples = Predictive(model.model, guide=model.guide, num_samples=k, parallel=True,
@@ -101,7 +105,7 @@ def guide_log_ratios(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None
                      num_draws: int = 1000, max_elements: int = 2**24) -> torch.Tensor:
     """``log p(x_n, z) - log q(z | x_n)``, ``z ~ q``, shape ``(len(x), num_draws)``."""
     model.eval()
-    return draw_log_weights(log_weights, model, x, y, num_draws, max_elements).T
+    return stored_log_weights(log_weights, model, x, y, num_draws, max_elements).T
 
 
 def guide_khat(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,

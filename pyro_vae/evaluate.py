@@ -1,19 +1,10 @@
 r"""Evaluation of any trained model/guide pair: bounds on log p(x) and how the latents are used.
 
-For a data point x and guide samples :math:`z_k \sim q(z|x)`, with log weights
-:math:`w_k = \log p(x, z_k) - \log q(z_k | x)`:
-
-* ELBO: :math:`\mathcal{L}_1 = \mathbb{E}[w_k]`;
-* IWAE bound: :math:`\mathcal{L}_k = \mathbb{E}[\log \frac1k \sum_{j \le k} e^{w_j}]`
-  (Burda et al. 2016), estimated from S samples as the mean over S/k disjoint groups of k;
-* log p(x): :math:`\log \frac1S \sum_{k \le S} e^{w_k}` with S = 5,000 by default, a consistent
-  estimate whose Monte Carlo standard error is :math:`\sqrt{(\hat\sigma^2_w / \bar w^2) / S}`
-  (delta method on the normalized weights).
-
-Because the groups of a smaller k nest inside those of a larger one, the estimates obey
-ELBO <= L_5 <= L_50 <= log p(x) for the very samples drawn (Jensen's inequality within each
-group), not only in expectation. Every log density is taken at scale 1: training weights such
-as beta or minibatch scaling do not enter an evaluation.
+The bounds -- ELBO, IWAE bounds L_k and the importance-sampled log p(x), with the standard
+error convention of the whole package -- are computed by :mod:`pyro_vae.importance`;
+``log_weights``, ``log_weights_of_site``, ``importance_bounds``, ``check_num_samples`` and
+``Bounds`` are re-exported here for existing callers. :func:`evaluate` gathers them with the
+latent usage into the test metrics of a run.
 
 Active units (Burda et al. 2016): latent dimension u is active when
 :math:`\mathrm{Cov}_x(\mathbb{E}_{q(z|x)}[z_u]) > 0.01`.
@@ -21,154 +12,35 @@ Active units (Burda et al. 2016): latent dimension u is active when
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
-from tqdm.auto import tqdm
 
-from pyro_vae.errors import ConfigError, check_positive
+from pyro_vae.errors import ConfigError
+from pyro_vae.estimators.traces import sample_sites
+from pyro_vae.importance import (
+    Bounds,
+    check_num_samples,
+    importance_bounds,
+    log_weights,
+    log_weights_of_site,
+    particle_traces,
+    with_particles,
+)
 from pyro_vae.models.base import LatentModel
+
+__all__ = [
+    "ACTIVE_UNIT_THRESHOLD", "Bounds", "LatentUsage", "active_units_per_site",
+    "check_num_samples", "disentanglement", "evaluate", "importance_bounds", "latent_means",
+    "latent_usage", "log_weights", "log_weights_of_site", "mean_elbo",
+    "mutual_information_gap",
+]
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 MEAN_PARTICLES = 16  # draws of the sites above that E_q[z_s | x] of a lower site averages over
-
-
-def _traces(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None, num_particles: int):
-    """Guide trace and the model replayed on it, with ``num_particles`` vectorized particles."""
-    dim = -(model.max_plate_nesting + 1)
-
-    def wrap(fn):
-        return pyro.plate("eval_particles", num_particles, dim=dim)(fn)
-
-    guide_trace = poutine.trace(wrap(model.guide)).get_trace(x, y)
-    model_trace = poutine.trace(poutine.replay(wrap(model.model), trace=guide_trace)).get_trace(
-        x, y)
-    return model_trace, guide_trace
-
-
-def _sample_sites(trace):
-    return [(name, s) for name, s in trace.nodes.items()
-            if s["type"] == "sample" and not site_is_subsample(s)]
-
-
-def _per_point_log_prob(name: str, site: dict, nesting: int, shape: tuple[int, int]):
-    """log p of a site at scale 1 (masks kept), reduced to (particles, data points)."""
-    lp = site["fn"].log_prob(site["value"])
-    if site["mask"] is not None:
-        lp = lp * site["mask"]
-    frames = {f.name: f for f in site["cond_indep_stack"]}
-    if "data" not in frames:
-        raise ConfigError(f"per-data-point bounds need every sample site inside the 'data' "
-                          f"plate; site {name!r} is not")
-    lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + tuple(lp.shape))
-    keep = (0, nesting + 1 + frames["data"].dim)
-    others = [d for d in range(lp.dim()) if d not in keep]
-    if others:
-        lp = lp.sum(dim=others, keepdim=True)
-    return lp.reshape(lp.shape[0], lp.shape[keep[1]]).expand(shape)
-
-
-def log_weights(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
-                num_particles: int = 1) -> torch.Tensor:
-    """``log p(x_n, z_k) - log q(z_k | x_n)`` as a ``(num_particles, len(x))`` tensor."""
-    model_trace, guide_trace = _traces(model, x, y, num_particles)
-    shape = (num_particles, x.shape[0])
-    nesting = model.max_plate_nesting
-    log_w = x.new_zeros(shape)
-    for name, site in _sample_sites(model_trace):
-        log_w = log_w + _per_point_log_prob(name, site, nesting, shape)
-    for name, site in _sample_sites(guide_trace):
-        log_w = log_w - _per_point_log_prob(name, site, nesting, shape)
-    return log_w
-
-
-@dataclass
-class Bounds:
-    """Per-data-point estimates (tensors of length N) from one set of importance samples."""
-
-    num_samples: int
-    elbo: torch.Tensor
-    iwae: dict[int, torch.Tensor]
-    log_px: torch.Tensor
-    log_px_mc_stderr: torch.Tensor
-
-    @staticmethod
-    def _stderr(v: torch.Tensor) -> float:
-        return (v.std(unbiased=True) / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
-
-    def summary(self) -> dict:
-        """Means over data points, their standard errors across points, and the MC error."""
-        n = len(self.log_px)
-        return {
-            "elbo": self.elbo.mean().item(),
-            "elbo_stderr": self._stderr(self.elbo),
-            "iwae": {k: v.mean().item() for k, v in self.iwae.items()},
-            "log_likelihood": self.log_px.mean().item(),
-            "log_likelihood_stderr": self._stderr(self.log_px),
-            "log_likelihood_mc_stderr": (self.log_px_mc_stderr.pow(2).sum().sqrt() / n).item(),
-            "num_samples": self.num_samples,
-            "num_points": n,
-        }
-
-
-def check_num_samples(num_samples: int, ks: tuple[int, ...] = (5, 50)) -> None:
-    """Raise :class:`ConfigError` unless ``num_samples`` splits into groups of every k."""
-    check_positive("num_samples", num_samples)
-    if ks and num_samples % math.lcm(*ks):
-        raise ConfigError(f"the number of importance samples ({num_samples}) must be a multiple "
-                          f"of every IWAE k ({', '.join(map(str, ks))})")
-
-
-@torch.no_grad()
-def importance_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
-                      num_samples: int = 5000, ks: tuple[int, ...] = (5, 50),
-                      max_elements: int = 2**25, progress: bool = False) -> Bounds:
-    """ELBO, L_k for each k in ``ks`` and log p(x), per data point, from ``num_samples``
-    importance samples of the guide.
-
-    Work is chunked over data points and particles so that about ``max_elements`` values of
-    the observation's shape are alive at once, whatever ``num_samples`` is.
-    """
-    check_num_samples(num_samples, ks)
-    step = math.lcm(*ks) if ks else 1
-    point_size = max(1, math.prod(x.shape[1:]))
-    chunk = min(num_samples, max(step, (max(1, max_elements // point_size // 64) // step) * step))
-    points = max(1, max_elements // (chunk * point_size))
-    elbo, log_px, se, iwae = [], [], [], {k: [] for k in ks}
-    starts = range(0, x.shape[0], points)
-    for start in tqdm(starts, desc="importance sampling", disable=not progress, leave=False):
-        xb = x[start:start + points]
-        yb = None if y is None else y[start:start + points]
-        total = torch.zeros(xb.shape[0], device=x.device)
-        lse = torch.full_like(total, -math.inf)
-        lse2 = torch.full_like(total, -math.inf)
-        group_sums = {k: torch.zeros_like(total) for k in ks}
-        done = 0
-        while done < num_samples:
-            k_now = min(chunk, num_samples - done)
-            w = log_weights(model, xb, yb, k_now).double()
-            total += w.sum(0).to(total.dtype)
-            lse = torch.logaddexp(lse, torch.logsumexp(w, 0).to(lse.dtype))
-            lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * w, 0).to(lse.dtype))
-            for k in ks:
-                g = w.reshape(k_now // k, k, -1)
-                group_sums[k] += (torch.logsumexp(g, 1) - math.log(k)).sum(0).to(total.dtype)
-            done += k_now
-        elbo.append(total / num_samples)
-        log_px.append(lse - math.log(num_samples))
-        # relative variance of the weights: S sum w^2 / (sum w)^2 - 1
-        rel_var = torch.expm1(lse2 - 2 * lse + math.log(num_samples)).clamp_min(0)
-        se.append((rel_var / num_samples).sqrt())
-        for k in ks:
-            iwae[k].append(group_sums[k] / (num_samples // k))
-    return Bounds(num_samples, torch.cat(elbo), {k: torch.cat(v) for k, v in iwae.items()},
-                  torch.cat(log_px), torch.cat(se))
 
 
 @torch.no_grad()
@@ -216,9 +88,9 @@ def latent_usage(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = N
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size]
         yb = None if y is None else y[start:start + batch_size]
-        model_trace, guide_trace = _traces(model, xb, yb, 1)
+        model_trace, guide_trace = particle_traces(model, xb, yb, 1)
         m_batch, k_batch = [], []
-        for name, q_site in _sample_sites(guide_trace):
+        for name, q_site in sample_sites(guide_trace):
             p_site = model_trace.nodes[name]
             q, p = q_site["fn"], p_site["fn"]
             m_batch.append(_site_mean(q, q_site["value"]).reshape(xb.shape[0], -1))
@@ -239,16 +111,6 @@ def latent_usage(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = N
         marginal = _guide_means(model, x, y, batch_size, MEAN_PARTICLES)
         means_all = torch.cat([marginal[name] for name in sites], 1)
     return LatentUsage(means_all.var(0, unbiased=True), torch.cat(kls).mean(0), per_dim, sites)
-
-
-def log_weights_of_site(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None,
-                        name: str, num_particles: int) -> torch.Tensor:
-    """``log q(z) - log p(z)`` of one latent site, per particle and data point (a KL sample)."""
-    model_trace, guide_trace = _traces(model, x, y, num_particles)
-    shape = (num_particles, x.shape[0])
-    n = model.max_plate_nesting
-    return (_per_point_log_prob(name, guide_trace.nodes[name], n, shape)
-            - _per_point_log_prob(name, model_trace.nodes[name], n, shape))
 
 
 def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -325,14 +187,13 @@ def _guide_means(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None,
                  batch_size: int, num_particles: int) -> dict[str, torch.Tensor]:
     """The guide's mean of each latent site per data point, ``{site: (N, D_site)}``, averaged
     over ``num_particles`` draws of the sites it depends on (the guide alone is run)."""
-    dim = -(model.max_plate_nesting + 1)
-    guide = pyro.plate("eval_particles", num_particles, dim=dim)(model.guide)
+    guide = with_particles(model.guide, model, num_particles)
     means: dict[str, list[torch.Tensor]] = {}
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size]
         yb = None if y is None else y[start:start + batch_size]
         guide_trace = poutine.trace(guide).get_trace(xb, yb)
-        for name, site in _sample_sites(guide_trace):
+        for name, site in sample_sites(guide_trace):
             v = site["value"]
             m = _site_mean(site["fn"], v).expand_as(v).reshape(num_particles, xb.shape[0], -1)
             means.setdefault(name, []).append(m.mean(0))

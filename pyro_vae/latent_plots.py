@@ -24,7 +24,7 @@ from pyro import poutine
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluate import latent_means
 from pyro_vae.models.base import LatentModel
-from pyro_vae.plots import _save_figure, _save_grid, is_image, plt
+from pyro_vae.plots import is_image, plt, save_figure, save_grid
 
 KINDS = ("interpolation", "traversal", "latent-map")
 
@@ -79,7 +79,7 @@ def save_interpolation(model: LatentModel, x: torch.Tensor, path: str | Path,
         codes = (1 - t) * za[i] + t * zb[i]
         yi = None if ya is None else ya[i:i + 1]  # a conditional model decodes with a's label
         rows += [a[i:i + 1].cpu(), decode_codes(model, codes, x, yi).cpu(), b[i:i + 1].cpu()]
-    return _save_grid(torch.cat(rows), path, nrow=steps + 2, min_side=64)
+    return save_grid(torch.cat(rows), path, nrow=steps + 2, min_side=64)
 
 
 @torch.no_grad()
@@ -105,7 +105,7 @@ def save_traversal(model: LatentModel, x: torch.Tensor, path: str | Path,
         grid = base.expand(steps, -1).clone()
         grid[:, d] = torch.linspace(lo.item(), hi.item(), steps, device=codes.device)
         rows.append(decode_codes(model, grid, x, None if y is None else y[index:index + 1]).cpu())
-    return _save_grid(torch.cat(rows), path, nrow=steps, min_side=64)
+    return save_grid(torch.cat(rows), path, nrow=steps, min_side=64)
 
 
 @torch.no_grad()
@@ -142,7 +142,7 @@ def save_latent_map(model: LatentModel, x: torch.Tensor, labels: torch.Tensor | 
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
     ax.set_title(f"{model.name}: test set codes (posterior means)")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def save_latent_pictures(model: LatentModel, data, folder: str | Path) -> list[Path]:

@@ -23,8 +23,9 @@ def is_image(shape: Sequence[int]) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3)
 
 
-def _save_grid(images: torch.Tensor, path: Path, nrow: int, min_side: int = 56) -> Path:
-    """Save a grid, upscaled (nearest, by a whole factor) toward ``min_side`` pixels a side so
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, min_side: int = 56) -> Path:
+    """Save ``images`` (``(n, C, H, W)``, values in [0, 1]) as a PNG grid of ``nrow`` a row,
+    upscaled (nearest, by a whole factor) toward ``min_side`` pixels a side so
     that small images stay readable."""
     images = images.detach().cpu().clamp(0, 1)
     factor = max(1, min_side // images.shape[-1])
@@ -36,7 +37,8 @@ def _save_grid(images: torch.Tensor, path: Path, nrow: int, min_side: int = 56) 
     return path
 
 
-def _save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Save a matplotlib figure as a PNG (folders made as needed) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -53,7 +55,7 @@ def save_samples(model: LatentModel, path: str | Path, num: int = 64,
     samples = model.sample(num).cpu()
     path = Path(path)
     if is_image(model.data_shape):
-        return _save_grid(samples, path, nrow=max(1, round(num**0.5)))
+        return save_grid(samples, path, nrow=max(1, round(num**0.5)))
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if reference is not None:
         r = reference.cpu()
@@ -62,7 +64,7 @@ def save_samples(model: LatentModel, path: str | Path, num: int = 64,
     ax.set_xlabel("x[0]")
     ax.set_ylabel("x[1]")
     ax.legend()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -81,7 +83,7 @@ def save_reconstructions(model: LatentModel, x: torch.Tensor, path: str | Path,
     rows = []
     for start in range(0, len(x), per_row):
         rows += [x[start:start + per_row].cpu(), recon[start:start + per_row].cpu()]
-    return _save_grid(torch.cat(rows), path, nrow=per_row)
+    return save_grid(torch.cat(rows), path, nrow=per_row)
 
 
 def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
@@ -99,7 +101,7 @@ def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     ax.legend()
     if title:
         ax.set_title(title)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def save_run_pictures(model: LatentModel, data, folder: str | Path,
@@ -126,7 +128,7 @@ def save_class_grid(model: LatentModel, path: str | Path, per_class: int = 10) -
     with label c (``model.sample(n, y)``), one row per class."""
     model.eval()
     labels = torch.arange(model.num_classes, device=model.device).repeat_interleave(per_class)
-    return _save_grid(model.sample(len(labels), labels), path, nrow=per_class)
+    return save_grid(model.sample(len(labels), labels), path, nrow=per_class)
 
 
 @torch.no_grad()
@@ -135,4 +137,4 @@ def save_label_samples(model: LatentModel, path: str | Path, label: int,
     """``num`` samples of one class ``label`` from a conditional model, as a grid."""
     model.eval()
     labels = torch.full((num,), label, dtype=torch.long, device=model.device)
-    return _save_grid(model.sample(num, labels), path, nrow=max(1, round(num**0.5)))
+    return save_grid(model.sample(num, labels), path, nrow=max(1, round(num**0.5)))

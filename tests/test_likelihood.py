@@ -31,9 +31,10 @@ def test_both_estimates_converge_to_the_closed_form_and_is_has_smaller_error(pca
     assert res["exact"] == pytest.approx(exact)
     for method in ("prior", "importance"):
         big = rows[(method, 1000)]
-        # E log p_K <= log p(x), and the gap at K = 1000 is within a few standard errors
-        assert big["estimate"] <= exact + 4 * big["stderr_of_mean"]
-        assert abs(big["error"]) < 5 * big["stderr"]
+        # E log p_K <= log p(x) up to Monte Carlo error, and the gap at K = 1000 is within a
+        # few times the spread of one K-sample estimate
+        assert big["estimate"] <= exact + 4 * big["mc_stderr"]
+        assert abs(big["error"]) < 5 * big["mc_sd"]
         errors = [rows[(method, k)]["error"] for k in (1, 10, 100, 1000)]
         assert errors[0] < errors[-1]  # the bias shrinks with K (Jensen)
     assert all(r > 3 for r in stderr_ratios(res).values())
@@ -54,7 +55,7 @@ def test_importance_sampling_with_the_exact_posterior_guide_is_exact():
     for r in res["rows"]:
         if r["method"] == "importance":
             assert r["error"] == pytest.approx(0.0, abs=1e-5)
-            assert r["stderr"] < 1e-5
+            assert r["mc_sd"] < 1e-5 and r["mc_stderr"] < 1e-5
     assert stderr_ratios(res) == {}
 
 

@@ -55,9 +55,6 @@ class IWAE_ELBO(MultiSampleELBO):
             lp = point_log_probs(model_trace, guide_trace)
             pieces.append(lp.log_w)
             data_scale = lp.data_scale
-        if self.vectorize_particles:
-            log_w = pieces[0] if self.num_particles > 1 else pieces[0].unsqueeze(0)
-        else:
-            log_w = torch.stack(pieces)
+        log_w = torch.cat(pieces)  # (K, N): one vectorized piece, or K pieces of (1, N)
         bound = data_scale * (torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)).sum()
         return bound, bound
