@@ -19,7 +19,7 @@ import torch
 from pyro import poutine
 from torch.distributions import kl_divergence
 
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, model_code_errors, require_latent_model
 from pyro_vae.estimators.traces import sample_sites
 from pyro_vae.importance import (
     Bounds,
@@ -116,10 +116,17 @@ def latent_usage(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = N
 def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
              num_samples: int = 5000, iwae_ks: tuple[int, ...] = (5, 50),
              progress: bool = False) -> dict:
-    """The test metrics of ``../shared/design.md`` (keys ``test_*``, ``active_units`` ...)."""
+    """The test metrics of ``../shared/design.md`` (keys ``test_*``, ``active_units`` ...).
+
+    An exception raised inside ``model``'s own code is a one-line
+    :class:`~pyro_vae.errors.ModelCodeError` naming the file and line."""
+    require_latent_model(model, "evaluate")
     model.eval()
-    bounds = importance_bounds(model, x, y, num_samples, iwae_ks, progress=progress).summary()
-    usage = latent_usage(model, x, y)
+    with model_code_errors(model, "evaluation", vectorized=True):
+        bounds = importance_bounds(model, x, y, num_samples, iwae_ks, progress=progress)
+        usage = latent_usage(model, x, y)
+        per_site = active_units_per_site(model, x, y)
+    bounds = bounds.summary()
     k_max = max(iwae_ks) if iwae_ks else None
     return {
         "test_elbo": bounds["elbo"],
@@ -138,7 +145,7 @@ def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
         "kl_per_dim": usage.kl_per_dim.tolist(),
         "kl_is_per_dim": usage.kl_is_per_dim,
         "kl_total": usage.kl_per_dim.sum().item(),
-        "active_units_per_site": active_units_per_site(model, x, y),
+        "active_units_per_site": per_site,
     }
 
 

@@ -273,3 +273,36 @@ def test_bayesian_gmm_trains_and_resumes_from_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "--num-components 4 differs from the run's 3" in err[0]
+
+
+@pytest.mark.cuda
+def test_a_run_resumes_on_cuda(zoo, tmp_path, capsys):
+    """Checkpoints load on the CPU (RNG states stay CPU ByteTensors), weights go to the GPU."""
+    spec = f"{zoo / 'pairs.py'}:TutorialVAE"
+    argv = ["train", spec, *TINY, "--device", "cuda", "--eval-samples", "50",
+            "--out", tmp_path / "gpu"]
+    _ok([*argv, "--epochs", "1"], capsys)
+    _ok([*argv, "--epochs", "2", "--resume"], capsys)
+    metrics = json.loads((tmp_path / "gpu" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["device"].startswith("cuda")
+
+
+def test_a_plain_module_and_an_error_in_user_code_are_one_line(zoo):
+    """What `train`/`evaluate` say about a tutorial class that is not a LatentModel, and about
+    an exception inside a user's model during evaluation."""
+    from pyro_vae import TrainConfig as Config
+    from pyro_vae.errors import ConfigError, ModelCodeError
+    from pyro_vae.evaluate import evaluate
+    from pyro_vae.models.registry import _load_file
+
+    module = _load_file(zoo / "pairs.py")
+    data = load_dataset("digits")
+    with pytest.raises(ConfigError, match=r"train needs a pyro_vae.LatentModel; Encoder \("):
+        train(module.Encoder(64, 3, 8), data, Config(epochs=1))
+    broken = (zoo / "pairs.py").read_text().replace(
+        "reshape(*z.shape[:-1], *self.data_shape)", "reshape(x.shape[0], *self.data_shape)")
+    (zoo / "broken.py").write_text(broken)
+    model = _load_file(zoo / "broken.py").LaplaceVAE(module.LaplaceConfig(), data.shape)
+    with pytest.raises(ModelCodeError, match=r"broken.py:\d+ \(in model\) during evaluation; "
+                       r"evaluation and multi-sample objectives run the programs vectorized"):
+        evaluate(model, data.test_x[:4], num_samples=10, iwae_ks=(5,))
