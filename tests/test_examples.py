@@ -67,6 +67,7 @@ def test_iwae_bounds_example_orders_the_bounds(tmp_path):
 
 def test_compare_runs_example(tmp_path):
     """A run against itself differs by exactly 0 per digit; two runs differ."""
+    from pyro_vae import UserError
     from pyro_vae.cli import main as cli
 
     for seed in ("0", "1"):
@@ -80,5 +81,5 @@ def test_compare_runs_example(tmp_path):
     other = compare([str(tmp_path / "run0"), str(tmp_path / "run1"), *args])
     assert other["difference"] != 0.0 and other["stderr"] > 0.0
     assert (tmp_path / "out" / "paired.png").is_file()
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="nowhere"):
         compare([str(tmp_path / "run0"), str(tmp_path / "nowhere"), *args])
