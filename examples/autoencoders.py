@@ -9,21 +9,23 @@ The three share the encoder/decoder sizes, the latent size, the data and the tra
 Writes ``reconstructions.png`` (rows: clean input, AE, DAE, VAE), ``denoising.png`` (rows:
 input with half its pixels dropped, AE, DAE, VAE) and ``samples.png`` (rows: AE, DAE, VAE
 decoding z ~ N(0, I)), and prints the test reconstruction loss (BCE, nats per image) and how
-far the codes of the test set are from the N(0, I) that random latents are drawn from.
+far the codes of the test set are from the N(0, I) that random latents are drawn from. Each
+model is a run of the library's run layer (:func:`pyro_vae.run`) in ``--out/ae``, ``--out/dae``
+and ``--out/vae``, not evaluated (``pyro-vae evaluate`` measures a folder's bounds).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from pyro_vae import TrainConfig, build_model, load_dataset, set_seed, train
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run, set_seed
 from pyro_vae.evaluate import latent_means
 from pyro_vae.plots import save_grid
-from pyro_vae.runtime import resolve_device
 
 MODELS = ("ae", "dae", "vae")
 
@@ -44,18 +46,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--out", type=Path, default=Path("runs/example-autoencoders"))
     args = p.parse_args(argv)
 
-    device = resolve_device(args.device)
-    data = load_dataset(args.dataset, device=device)
-    x = data.test_x[torch.linspace(0, len(data.test_x) - 1, args.num).long().to(device)]
+    configs = {name: RunConfig.for_model(
+        name, dataset=args.dataset, latent_dim=args.latent_dim, hidden=(400,),
+        train=TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device),
+        eval=EvalConfig(num_samples=0, pictures=False)) for name in MODELS}
+    trained = {name: run(config, args.out / name, progress=False).run
+               for name, config in configs.items()}
+    data = trained[MODELS[0]].data
+    x = data.test_x[torch.linspace(0, len(data.test_x) - 1, args.num).long().to(data.device)]
     gen = torch.Generator().manual_seed(1)
     dropped = x * (torch.rand(x.shape, generator=gen) >= 0.5).to(x)
     recon_rows, noisy_rows, sample_rows, rows = [x.cpu()], [dropped.cpu()], [], []
-    for name in MODELS:
-        set_seed(args.seed)
-        model = build_model(name, data.shape, latent_dim=args.latent_dim, hidden=(400,))
-        train(model, data, TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device),
-              progress=False)
-        model.eval()
+    for name, opened in trained.items():
+        model = opened.model.eval()
         codes = latent_means(model, data.test_x)
         recon_rows.append(model.reconstruct(x).cpu())
         noisy_rows.append(model.reconstruct(dropped).cpu())
@@ -86,4 +89,8 @@ def _bce_against(model, corrupted: torch.Tensor, clean: torch.Tensor) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
+        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

@@ -7,13 +7,17 @@ The latents z in {0,1}^K are discrete, so the guide learns from score-function g
 Every estimator trains the same model (same seed, same initialization, same minibatches) for
 the same number of steps; the table compares the test ELBO, the importance-sampled test log
 p(x) and the seconds it took. Writes ``table.csv``, ``curves.png`` (test ELBO per epoch) and,
-per estimator, ``NAME-samples.png`` and ``NAME-reconstructions.png``.
+per estimator, ``NAME-samples.png`` and ``NAME-reconstructions.png``. Each estimator's model is
+a run of the library's run layer (:func:`pyro_vae.run`) in ``--out/NAME``, whose evaluation
+(``--eval-samples``, L_5, seed ``--seed``) gives the table's test figures; ``pyro-vae
+evaluate --out/NAME`` repeats them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +25,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_vae import TrainConfig, build_model, evaluate, load_dataset, set_seed, train  # noqa
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run  # noqa: E402
+from pyro_vae.errors import check_choice  # noqa: E402
 from pyro_vae.plots import save_reconstructions, save_samples  # noqa: E402
 
 ESTIMATORS = {  # name: (objective, particles, baseline)
@@ -49,28 +54,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/bernoulli-latent"))
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(args.dataset)
-    rows, curves = [], {}
+    configs = {}  # every estimator's settings are checked before the first trains
     for name in args.estimators.split(","):
+        check_choice("estimator", name, ESTIMATORS)
         objective, k, baseline = ESTIMATORS[name]
-        k = k or args.num_particles
-        set_seed(args.seed)
-        model = build_model("bernoulli", data.shape, latent_dim=args.latent_dim,
-                            layers=args.layers)
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed, objective=objective, num_particles=k,
-                             baseline=baseline, baseline_lr=args.baseline_lr)
-        result = train(model, data, config, progress=False)
-        metrics = evaluate(model, data.test_x, num_samples=args.eval_samples, iwae_ks=(5,))
-        curves[name] = [h["test_elbo"] for h in result.history]
-        rows.append({"estimator": name, "objective": objective, "K": k, "baseline": baseline,
-                     "steps": result.epochs * data.num_batches(args.batch_size),
+        configs[name] = RunConfig.for_model(
+            "bernoulli", dataset=args.dataset, latent_dim=args.latent_dim, layers=args.layers,
+            train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              seed=args.seed, objective=objective,
+                              num_particles=k or args.num_particles, baseline=baseline,
+                              baseline_lr=args.baseline_lr),
+            eval=EvalConfig(num_samples=args.eval_samples, iwae_ks=(5,), seed=args.seed,
+                            pictures=False))
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, curves = [], {}
+    for name, config in configs.items():
+        result = run(config, args.out / name, progress=False)
+        model, data, metrics = result.run.model, result.run.data, result.metrics
+        t = config.train
+        curves[name] = [h["test_elbo"] for h in result.training.history]
+        rows.append({"estimator": name, "objective": t.objective, "K": t.num_particles,
+                     "baseline": t.baseline,
+                     "steps": result.training.epochs * data.num_batches(t.batch_size),
                      "test_elbo": round(metrics["test_elbo"], 2),
                      "test_log_likelihood": round(metrics["test_log_likelihood"], 2),
                      "ll_stderr": round(metrics["test_log_likelihood_stderr"], 2),
                      "active_units": metrics["active_units"],
-                     "seconds": round(result.seconds, 1)})
+                     "seconds": round(result.training.seconds, 1)})
         print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
         save_samples(model, args.out / f"{name}-samples.png")
         save_reconstructions(model, data.test_x, args.out / f"{name}-reconstructions.png")
@@ -94,4 +104,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
+        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

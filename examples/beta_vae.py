@@ -7,40 +7,42 @@ Trains the same VAE (latent 10, MLP 256-128, same seed, same budget) with KL wei
 ``--betas``, then once more with the last beta and a KL warm-up plus free bits, and writes for
 each a traversal picture (one row per latent dimension, most used first) and a latent map. The
 table lists the test ELBO, active units and MIG (Chen et al. 2018) against the five factors.
+Each model is a run of the library's run layer (:func:`pyro_vae.run`) in ``--out/NAME``
+(``beta1``, ``beta4``, ``beta4-warmup20-freebits0.1``), whose evaluation (``--eval-samples``,
+seed ``--seed``) gives the table's figures and holds the pictures above; ``pyro-vae evaluate``
+repeats them.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from pyro_vae import TrainConfig, build_model, evaluate, load_dataset, set_seed, train
-from pyro_vae.evaluate import disentanglement
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run
 from pyro_vae.latent_plots import save_latent_map, save_traversal
-from pyro_vae.runtime import resolve_device
 
 
 def _floats(text: str) -> list[float]:
     return [float(s) for s in text.split(",")]
 
 
-def run_one(data, args, beta: float, warmup: int, free_bits: float, folder: Path) -> dict:
-    set_seed(args.seed)
-    model = build_model("vae", data.shape, latent_dim=args.latent_dim, hidden=(256, 128))
-    config = TrainConfig(epochs=args.epochs, batch_size=64, lr=args.lr, seed=args.seed,
-                         beta=beta, kl_warmup_epochs=warmup, free_bits=free_bits,
-                         device=args.device)
-    train(model, data, config, progress=False)
-    metrics = evaluate(model, data.test_x, num_samples=args.eval_samples)
-    metrics |= disentanglement(model, data)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_traversal(model, data.test_x, folder / "traversal.png", index=args.index)
-    save_latent_map(model, data.test_x, data.test_factors[:, 3], folder / "latent_map.png",
-                    label_name="x position")
-    return {"beta": beta, "warmup": warmup, "free_bits": free_bits,
-            "test_elbo": metrics["test_elbo"], "active_units": metrics["active_units"],
-            "mig": metrics["mig"], "mig_per_factor": metrics["mig_per_factor"],
-            "folder": str(folder)}
+def run_config(args, beta: float, warmup: int, free_bits: float) -> RunConfig:
+    train = TrainConfig(epochs=args.epochs, batch_size=64, lr=args.lr, seed=args.seed,
+                        beta=beta, kl_warmup_epochs=warmup, free_bits=free_bits,
+                        device=args.device)
+    return RunConfig.for_model("vae", dataset=args.dataset, latent_dim=args.latent_dim,
+                               hidden=(256, 128), train=train,
+                               eval=EvalConfig(num_samples=args.eval_samples, seed=args.seed,
+                                               pictures=False))
+
+
+def _central_image(data) -> int:
+    """A test image of a large shape near the centre, whose code the traversal varies."""
+    f = data.test_factors
+    central = (f[:, 1] == f[:, 1].max()) & (f[:, 3] - 3.5).abs().le(1) & \
+        (f[:, 4] - 3.5).abs().le(1)
+    return int(central.nonzero()[0]) if central.any() else 0
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -61,22 +63,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--out", type=Path, default=Path("runs/example-beta-vae"))
     args = p.parse_args(argv)
 
-    data = load_dataset(args.dataset, device=resolve_device(args.device))
-    if args.index < 0:
-        f = data.test_factors
-        central = (f[:, 1] == f[:, 1].max()) & (f[:, 3] - 3.5).abs().le(1) & \
-            (f[:, 4] - 3.5).abs().le(1)
-        args.index = int(central.nonzero()[0]) if central.any() else 0
     settings = [(beta, 0, 0.0) for beta in args.betas]
     if args.kl_warmup_epochs:
         settings.append((args.betas[-1], args.kl_warmup_epochs, args.free_bits))
-    rows = []
+    configs = {}  # every run's settings are checked before the first trains
     for beta, warmup, free_bits in settings:
         name = f"beta{beta:g}" + (f"-warmup{warmup}-freebits{free_bits:g}" if warmup else "")
-        rows.append(run_one(data, args, beta, warmup, free_bits, args.out / name))
+        configs[name] = run_config(args, beta, warmup, free_bits)
+    rows = []
+    for name, config in configs.items():
+        result = run(config, args.out / name, progress=False)
+        model, data, metrics, folder = (result.run.model, result.run.data, result.metrics,
+                                        result.run.path)
+        if args.index < 0:
+            args.index = _central_image(data)
+        save_traversal(model, data.test_x, folder / "traversal.png", index=args.index)
+        save_latent_map(model, data.test_x, data.test_factors[:, 3], folder / "latent_map.png",
+                        label_name="x position")
         # the traversals side by side in the output folder too
-        (args.out / f"traversal_{name}.png").write_bytes(
-            (args.out / name / "traversal.png").read_bytes())
+        (args.out / f"traversal_{name}.png").write_bytes((folder / "traversal.png").read_bytes())
+        t = config.train
+        rows.append({"beta": t.beta, "warmup": t.kl_warmup_epochs, "free_bits": t.free_bits,
+                     "test_elbo": metrics["test_elbo"], "active_units": metrics["active_units"],
+                     "mig": metrics["mig"], "mig_per_factor": metrics["mig_per_factor"],
+                     "folder": str(folder)})
     factors = list(rows[0]["mig_per_factor"])
     print(f"{'beta':>5} {'warm-up':>7} {'free bits':>9} {'test ELBO':>10} {'active':>6} "
           f"{'MIG':>6}  " + " ".join(f"{f:>8}" for f in factors))
@@ -89,4 +99,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
+        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -24,9 +25,8 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_vae import UserError, set_seed  # noqa: E402
-from pyro_vae.evaluate import importance_bounds  # noqa: E402
-from pyro_vae.runs import load_trained  # noqa: E402
+from pyro_vae import UserError, importance_bounds, open_run, set_seed  # noqa: E402
+from pyro_vae.errors import ConfigError  # noqa: E402
 
 TRAIN_SUBSET_SEED = 123  # which training digits, and their binarization
 
@@ -39,8 +39,8 @@ def _train_subset(data, points: int) -> torch.Tensor:
 
 
 def score(path: Path, eval_samples: int, train_points: int) -> dict:
-    model, data, _, _ = load_trained(path)
-    model.eval()
+    opened = open_run(path)  # the model with its trained weights, in eval mode, and its data
+    model, data = opened.model, opened.data
     if model.is_conditional:
         raise UserError(f"{path}: a conditional model; compare_runs scores p(x) only")
     out = {"path": str(path), "test_x": data.test_x}
@@ -67,13 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.eval_samples < 1 or args.train_points < 0:
         p.error("--eval-samples must be >= 1 and --train-points >= 0")
-    try:
-        a, b = (score(path, args.eval_samples, args.train_points)
-                for path in (args.first, args.second))
-    except UserError as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
+    a, b = (score(path, args.eval_samples, args.train_points)
+            for path in (args.first, args.second))
     if a["test_x"].shape != b["test_x"].shape or not torch.equal(a["test_x"], b["test_x"]):
-        p.exit(2, f"{p.prog}: error: the two runs were tested on different digits\n")
+        raise ConfigError("the two runs were tested on different digits; compare runs of the "
+                          "same data set")
     print(f"| run | test ELBO | test log p(x) [{args.eval_samples}] | train log p(x) "
           f"[{args.train_points} digits] | train - test |")
     print("| --- | --- | --- | --- | --- |")
@@ -109,4 +107,8 @@ def _plot(d: torch.Tensor, args, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
+        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

@@ -11,21 +11,28 @@
    network p(z | observed), p(missing | z, observed), guide q(z | x). Reports the test
    -log p(missing | observed) by importance sampling beside Pyro's tutorial figures (full
    MNIST), and writes ``completions.png`` (per model: observed part, completion, truth).
+
+Each model is a run of the library's run layer (:func:`pyro_vae.run`) in ``--out/label`` and
+``--out/quadrants-Q``, with its pictures; its evaluation (``--eval-samples``, seed ``--seed``)
+gives the log-likelihoods above, and ``pyro-vae evaluate/sample/plot`` open the folders. The
+classifier's figures are the example's own: ``label.md`` holds them (not ``metrics.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
-from pyro_vae import RunFolder, TrainConfig, build_model, evaluate, load_dataset, set_seed, train
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run, set_seed
 from pyro_vae.classifier import accuracy, conditional_sample_accuracy, train_classifier
-from pyro_vae.plots import save_class_grid, save_grid, save_run_pictures
-from pyro_vae.runtime import resolve_device
+from pyro_vae.errors import check_choice
+from pyro_vae.plots import save_class_grid, save_grid
 
 PYRO_TUTORIAL_NLL = {1: 71.8, 2: 51.0, 3: 24.2}  # Pyro's CVAE tutorial, full MNIST, nats
+TASKS = ("label", "quadrants")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,34 +52,43 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=Path("runs/example-cvae"))
     args = p.parse_args(argv)
 
-    device = resolve_device(args.device)
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)
-    results: dict = {}
-    args.out.mkdir(parents=True, exist_ok=True)
-
     tasks = args.tasks.split(",")
-    data = load_dataset(args.dataset, device=device)
+    for task in tasks:
+        check_choice("task", task, TASKS)
+
+    def config(**settings) -> RunConfig:
+        return RunConfig.for_model(
+            "cvae", dataset=args.dataset, arch=args.arch, **settings,
+            train=TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device),
+            eval=EvalConfig(num_samples=args.eval_samples, iwae_ks=(), seed=args.seed))
+
+    configs = {}  # every model's settings are checked before the first trains
     if "label" in tasks:
-        results["label"] = _label_task(args, data, config)
+        configs["label"] = config(latent_dim=args.label_latent_dim)
     if "quadrants" in tasks:
-        results["quadrants"] = _quadrant_task(args, data, config)
+        for q in (1, 2, 3):
+            configs[f"quadrants-{q}"] = config(latent_dim=args.latent_dim, task="quadrants",
+                                               observed_quadrants=q)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    if "label" in tasks:
+        results["label"] = _label_task(args, run(configs["label"], args.out / "label",
+                                                 progress=False))
+    if "quadrants" in tasks:
+        results["quadrants"] = _quadrant_task(args, {
+            q: run(configs[f"quadrants-{q}"], args.out / f"quadrants-{q}", progress=False)
+            for q in (1, 2, 3)})
     return results
 
 
-def _label_task(args, data, config) -> dict:
+def _label_task(args, result) -> dict:
     """1. label-conditioned generation, judged by a classifier."""
-    set_seed(args.seed)
-    model = build_model("cvae", data.shape, latent_dim=args.label_latent_dim, arch=args.arch)
-    run = RunFolder(args.out / "label")
-    history = train(model, data, config, run, progress=False).history
-    m = evaluate(model, data.test_x, data.test_y, num_samples=args.eval_samples, iwae_ks=())
-    save_run_pictures(model, data, run.path, history)
+    model, data, m = result.run.model, result.run.data, result.metrics
     save_class_grid(model, args.out / "class_samples.png")
     clf = train_classifier(data, epochs=args.classifier_epochs, seed=args.seed)
     clf_acc = accuracy(clf, data.test_x, data.test_y)
     set_seed(args.seed)
     gen = conditional_sample_accuracy(model, clf, num=args.num_generated)
-    run.update_metrics(m | {"classifier_test_accuracy": clf_acc, "generated_accuracy": gen})
     print(f"label task: test log p(x | y) {m['test_log_likelihood']:.2f}; the classifier "
           f"labels {gen['accuracy']:.1%} of {gen['num']} generated images as asked "
           f"(its accuracy on the real test split: {clf_acc:.1%})", flush=True)
@@ -86,21 +102,12 @@ def _label_task(args, data, config) -> dict:
             **gen}
 
 
-def _quadrant_task(args, data, config) -> list[dict]:
+def _quadrant_task(args, results: dict) -> list[dict]:
     """2. quadrant completion, one model per number of observed quadrants."""
-    device = data.device
     rows, pictures = [], []
-    shown = data.test_x[torch.linspace(0, len(data.test_x) - 1, 8).long().to(device)]
-    for q in (1, 2, 3):
-        set_seed(args.seed)
-        model = build_model("cvae", data.shape, latent_dim=args.latent_dim, arch=args.arch,
-                            task="quadrants", observed_quadrants=q)
-        run = RunFolder(args.out / f"quadrants-{q}")
-        history = train(model, data, config, run, progress=False).history
-        set_seed(args.seed)
-        m = evaluate(model, data.test_x, num_samples=args.eval_samples, iwae_ks=())
-        run.update_metrics(m)
-        save_run_pictures(model, data, run.path, history)
+    for q, result in results.items():
+        model, data, m = result.run.model, result.run.data, result.metrics
+        shown = data.test_x[torch.linspace(0, len(data.test_x) - 1, 8).long().to(data.device)]
         rows.append({"quadrants": q, "nll": -m["test_log_likelihood"],
                      "stderr": m["test_log_likelihood_stderr"], "elbo": m["test_elbo"],
                      "pyro_tutorial": PYRO_TUTORIAL_NLL[q]})
@@ -121,4 +128,8 @@ def _quadrant_task(args, data, config) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
+        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

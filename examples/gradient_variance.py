@@ -10,13 +10,16 @@ no gradient) and the Gaussian VAE (pathwise ELBO, IWAE, IWAE with DReG). For eve
 the same minibatch gives ``--draws`` gradients of the guide's parameters; the table reports
 the norm of their mean, their total variance and the mean signal-to-noise ratio |mean|/std
 per coordinate. Estimators of the same target (column ``target``) compare directly. Writes
-``gradients.csv`` and ``gradients.png``.
+``gradients.csv`` and ``gradients.png``. Each brief training is a run of the library's run layer
+(:func:`pyro_vae.run`) in ``--out/bernoulli`` and ``--out/vae``, not evaluated (``pyro-vae
+evaluate`` measures a folder's bounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -26,9 +29,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 from pyro.infer import RenyiELBO  # noqa: E402
 
-from pyro_vae import TrainConfig, build_model, load_dataset, set_seed, train  # noqa: E402
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run, set_seed  # noqa: E402
 from pyro_vae.estimators.gradients import guide_parameters, study, warm_up_baselines  # noqa
 from pyro_vae.objectives import make_objective  # noqa: E402
+
+MODELS = {  # name: (model settings, training objective and baseline, colour in gradients.png)
+    "bernoulli": ({"latent_dim": 200}, {"objective": "tracegraph", "baseline": "neural"}, "C0"),
+    "vae": ({"latent_dim": 50}, {"objective": "trace"}, "C1"),
+}
 
 
 def _estimators(k: int) -> dict:
@@ -64,21 +72,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/gradient-variance"))
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(args.dataset)
-    x = data.train_eval_x()[:args.batch_size]
-    settings = {"bernoulli": {"latent_dim": 200}, "vae": {"latent_dim": 50}}
+    configs = {name: RunConfig.for_model(
+        name, dataset=args.dataset, train=TrainConfig(epochs=args.train_epochs, seed=args.seed,
+                                                      **training),
+        eval=EvalConfig(num_samples=0, pictures=False), **settings)
+        for name, (settings, training, _) in MODELS.items()}
+    estimators = _estimators(args.num_particles)
     rows = []
-    for name, estimators in _estimators(args.num_particles).items():
-        set_seed(args.seed)
-        model = build_model(name, data.shape, **settings[name])
-        objective = "tracegraph" if name == "bernoulli" else "trace"
-        baseline = "neural" if name == "bernoulli" else "none"
-        train(model, data, TrainConfig(epochs=args.train_epochs, objective=objective,
-                                       baseline=baseline), progress=False)
+    for name, config in configs.items():
+        trained = run(config, args.out / name, progress=False).run
+        model = trained.model
+        x = trained.data.train_eval_x()[:args.batch_size]
         pyro.clear_param_store()  # the study's baselines start afresh (the model keeps its own)
         params = guide_parameters(model, x)
-        for label, target, make in estimators:
+        for label, target, make in estimators[name]:
             set_seed(args.seed + 1)
             elbo = make()
             if hasattr(elbo, "baselines"):
@@ -87,12 +94,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append({"model": name, "target": target, **stats})
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in rows[-1].items()), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "gradients.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     labels = [f"{r['model']}: {r['estimator']}" for r in rows]
-    colors = ["C0" if r["model"] == "bernoulli" else "C1" for r in rows]
+    colors = [MODELS[r["model"]][2] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 1.5), sharey=True)
     positive = [r["total_variance"] for r in rows if r["total_variance"] > 0] or [1.0]
     floor = min(positive) / 10
@@ -117,4 +125,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
+        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

@@ -7,13 +7,16 @@ In the spirit of Table 1 of Burda et al. (2016): the one-layer model is 784-[200
 the two-layer model 784-[200-200 tanh]-100-[100-100 tanh]-50 (``hvae``), each trained with the
 ELBO (``trace``, one sample) and with the IWAE bound (k=5), same epochs, batch, seed and
 initialisation (``--init iwae``: Glorot weights, zero biases, decoder bias at the mean pixel).
-Prints a table (also ``table.md``), draws ``loglik.png``, and keeps one run folder per row.
+Prints a table (also ``table.md``) and draws ``loglik.png``. Each row is a run of the library's
+run layer (:func:`pyro_vae.run`) in ``--out/MODEL-OBJECTIVE`` (``vae-trace``, ``vae-iwae``,
+``hvae-trace``, ``hvae-iwae``) with its checkpoint, metrics (evaluated with seed ``--seed``) and
+pictures, which ``pyro-vae evaluate/sample/plot`` and ``examples/compare_runs.py`` open.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -21,35 +24,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_vae import (  # noqa: E402,E501
-    RunFolder,
-    TrainConfig,
-    __version__,
-    build_model,
-    evaluate,
-    load_dataset,
-    set_seed,
-    train,
-)
-from pyro_vae.errors import UserError  # noqa: E402
-from pyro_vae.evaluate import check_num_samples  # noqa: E402
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run  # noqa: E402
+from pyro_vae.errors import check_positive  # noqa: E402
 from pyro_vae.models.hierarchical import IWAE_PAPER_NETWORKS  # noqa: E402
-from pyro_vae.plots import save_run_pictures  # noqa: E402
-from pyro_vae.runtime import resolve_device  # noqa: E402
 
-ROWS = [  # (label, model, settings, objective, k)
-    ("1 layer, VAE (trace)", "vae", {}, "trace", 1),
-    ("1 layer, IWAE k=5", "vae", {}, "iwae", 5),
-    ("2 layers, VAE (trace)", "hvae", {}, "trace", 1),
-    ("2 layers, IWAE k=5", "hvae", {}, "iwae", 5),
+ROWS = [  # (label, stochastic layers, objective, k, colour of loglik.png)
+    ("1 layer, VAE (trace)", 1, "trace", 1, "tab:blue"),
+    ("1 layer, IWAE k=5", 1, "iwae", 5, "tab:blue"),
+    ("2 layers, VAE (trace)", 2, "trace", 1, "tab:orange"),
+    ("2 layers, IWAE k=5", 2, "iwae", 5, "tab:orange"),
 ]
 
 
-def _settings(model: str, parameterization: str, arch: str, init: str) -> dict:
-    """The paper's network of ``model`` (pyro_vae.models.hierarchical.IWAE_PAPER_NETWORKS)
-    with this run's guide, architecture and initialisation."""
-    settings = IWAE_PAPER_NETWORKS[1 if model == "vae" else 2][1] | {"arch": arch, "init": init}
-    if model == "hvae":
+def _settings(layers: int, parameterization: str, arch: str, init: str) -> dict:
+    """The paper's network with ``layers`` stochastic layers
+    (pyro_vae.models.hierarchical.IWAE_PAPER_NETWORKS) with this run's architecture and
+    initialisation, and this run's guide where the network has a choice of guide."""
+    settings = IWAE_PAPER_NETWORKS[layers][1] | {"arch": arch, "init": init}
+    if "parameterization" in settings:
         settings["parameterization"] = parameterization
     return settings
 
@@ -75,35 +67,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "issue compares)")
     p.add_argument("--out", type=Path, default=Path("runs/example-hierarchical"))
     args = p.parse_args(argv)
-    try:
-        check_num_samples(args.eval_samples)
-    except UserError as e:
-        p.error(str(e))
 
-    device = resolve_device(args.device)
-    rows = []
+    check_positive("--eval-samples", args.eval_samples)  # the table needs log p(x)
     chosen = [ROWS[int(i)] for i in args.rows.split(",")]
-    for label, name, _, objective, k in chosen:
-        set_seed(args.seed)
-        data = load_dataset(args.dataset, device=device)
-        model = build_model(name, data.shape, **_settings(name, args.parameterization, args.arch,
-                                                     args.init))
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             objective=objective, num_particles=k, seed=args.seed,
-                             device=args.device, kl_warmup_epochs=args.kl_warmup_epochs)
-        run = RunFolder(args.out / f"{name}-{objective}")
-        run.write_config({"model": name, "model_config": model.config_dict(),
-                          "dataset": args.dataset, "binarize": data.binarize,
-                          "train": asdict(config), "pyro_vae_version": __version__})
-        result = train(model, data, config, run, progress=False)
-        set_seed(args.seed)
-        m = evaluate(model, data.test_x, num_samples=args.eval_samples)
-        run.update_metrics(m | {"seconds": result.seconds, "objective": objective})
-        save_run_pictures(model, data, run.path, result.history)
-        rows.append({"label": label, "model": name, "objective": objective, "k": k,
-                     "log_px": m["test_log_likelihood"],
+    runs = []  # every setting is checked before the first row trains
+    for label, layers, objective, k, colour in chosen:
+        config = RunConfig.for_model(
+            IWAE_PAPER_NETWORKS[layers][0], dataset=args.dataset,
+            train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              objective=objective, num_particles=k, seed=args.seed,
+                              device=args.device, kl_warmup_epochs=args.kl_warmup_epochs),
+            eval=EvalConfig(num_samples=args.eval_samples, seed=args.seed),
+            **_settings(layers, args.parameterization, args.arch, args.init))
+        runs.append((label, colour, config))
+    rows = []
+    for label, colour, config in runs:
+        result = run(config, args.out / f"{config.model}-{config.train.objective}",
+                     progress=False)
+        m = result.metrics
+        rows.append({"label": label, "model": config.model,
+                     "objective": config.train.objective, "k": config.train.num_particles,
+                     "colour": colour, "log_px": m["test_log_likelihood"],
                      "stderr": m["test_log_likelihood_stderr"], "elbo": m["test_elbo"],
-                     "active": m["active_units_per_site"], "seconds": result.seconds})
+                     "active": m["active_units_per_site"], "seconds": result.training.seconds})
         print(_row(rows[-1]), flush=True)
     table = "\n".join([f"| model ({args.epochs} epochs, {args.dataset}) | test ELBO | test "
                        f"log p(x) [{args.eval_samples} samples] | active units per layer | "
@@ -126,7 +112,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     y = range(len(rows))
     for i, r in zip(y, rows, strict=True):
         ax.errorbar(r["log_px"], i, xerr=r["stderr"], fmt="o", capsize=4,
-                    color="tab:blue" if r["model"] == "vae" else "tab:orange")
+                    color=r["colour"])
     ax.set_yticks(list(y), [r["label"] for r in rows])
     lo = min(r["log_px"] for r in rows)
     hi = max(r["log_px"] for r in rows)
@@ -138,4 +124,8 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
+        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

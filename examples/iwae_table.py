@@ -31,8 +31,12 @@ the numbers are not comparable with the paper's; the table says so. ``--dataset 
 torchvision's download (on a user's machine); offline it stops with one line.
 
 Prints the table beside the paper's NLLs and the difference (ours - paper: positive is worse),
-writes ``table.md``, ``table.csv`` and ``nll.png`` under ``--out``, and one run folder per row
-(``config.json``, ``checkpoint.pt``, ``metrics.json``), which ``pyro-vae evaluate`` reads.
+writes ``table.md``, ``table.csv`` and ``nll.png`` under ``--out``, and one run folder per row,
+``--out/ROW_ID``, made by the library's run layer (:func:`pyro_vae.run`, or
+:func:`pyro_vae.resume` with ``--resume``): ``config.json``, ``checkpoint.pt``,
+``history.csv``, ``metrics.json``, which ``pyro-vae evaluate/sample/plot`` open. The
+evaluation (seed ``--seed``, the IWAE bounds L_5 and L_50 that divide ``--eval-samples``) is
+the run's own, so ``pyro-vae evaluate ROW_FOLDER --num-samples N`` repeats it.
 """
 
 from __future__ import annotations
@@ -49,20 +53,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pyro_vae import (  # noqa: E402
+    EvalConfig,
+    RunConfig,
     RunFolder,
     TrainConfig,
     UserError,
-    __version__,
-    build_model,
-    evaluate,
-    load_dataset,
-    set_seed,
-    train,
+    resume,
+    run,
 )
-from pyro_vae.errors import ConfigError  # noqa: E402
-from pyro_vae.evaluate import check_num_samples  # noqa: E402
+from pyro_vae.errors import ConfigError, check_positive  # noqa: E402
 from pyro_vae.models.hierarchical import IWAE_PAPER_NETWORKS  # noqa: E402
-from pyro_vae.runtime import resolve_device  # noqa: E402
+from pyro_vae.objectives import OBJECTIVES  # noqa: E402
+from pyro_vae.runner import read_config  # noqa: E402
 
 FULL_EPOCHS = 3280  # sum of 3^i, i = 0..7
 DATASETS = ("mnist", "mnist-5k", "digits")
@@ -85,8 +87,10 @@ COLUMNS = ["id", "label", "layers", "model", "objective", "k", "dataset", "devic
 
 
 def label(row_id: str) -> str:
+    """IWAE where the objective is a multi-sample bound (L_k), VAE where it is the k-sample
+    ELBO (the objective registry's ``multi_sample``)."""
     layers, objective, k, _ = ROWS[row_id]
-    name = "VAE = IWAE" if k == 1 else ("VAE" if objective == "trace" else "IWAE")
+    name = "VAE = IWAE" if k == 1 else ("IWAE" if OBJECTIVES[objective].multi_sample else "VAE")
     return f"{layers} layer{'s' if layers > 1 else ''}, k={k}, {name}"
 
 
@@ -126,20 +130,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = parser()
     args = p.parse_args(argv)
     # every setting is checked before hours of training: a UserError, one line from the shell
-    device = resolve_device(args.device)
-    configs = {i: TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              adam_eps=args.adam_eps, lr_schedule=args.lr_schedule,
-                              objective=ROWS[i][1], num_particles=ROWS[i][2], seed=args.seed,
-                              device=args.device) for i in args.rows}
-    check_num_samples(args.eval_samples, ())
+    check_positive("--eval-samples", args.eval_samples)
+    configs = {i: row_config(i, args) for i in args.rows}
     for i in args.rows:
         if RunFolder(args.out / i).has_checkpoint() and not args.resume:
             raise ConfigError(f"{args.out / i} already holds a run; pass --resume to continue "
                               "it or choose another --out")
-    data = load_dataset(args.dataset, device=device)  # DataError, e.g. mnist while offline
     rows = []
     for i in args.rows:
-        rows.append(run_row(i, configs[i], data, args, device))
+        rows.append(run_row(i, configs[i], args))
         print(_line(rows[-1]), flush=True)
     table = render(rows, args)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -153,37 +152,45 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
-def run_row(row_id: str, config: TrainConfig, data, args, device) -> dict:
-    """Train one row (or continue it) and evaluate it; its run folder is ``--out/ROW_ID``."""
-    layers, objective, k, paper = ROWS[row_id]
+def row_config(row_id: str, args) -> RunConfig:
+    """The run of one row: the paper's network for its depth, its objective and k, and the
+    evaluation with the IWAE bounds L_5, L_50 that divide ``--eval-samples``."""
+    layers, objective, k, _ = ROWS[row_id]
     name, settings = IWAE_PAPER_NETWORKS[layers]
-    set_seed(args.seed)
-    model = build_model(name, data.shape, **settings)
-    run = RunFolder(args.out / row_id)
-    run.write_config({"model": name, "model_config": model.config_dict(),
-                      "dataset": args.dataset, "binarize": data.binarize,
-                      "train": asdict(config), "eval_samples": args.eval_samples,
-                      "pyro_vae_version": __version__})
-    result = train(model, data, config, run, resume=args.resume and run.has_checkpoint(),
-                   progress=args.progress)
-    set_seed(args.seed)
+    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        adam_eps=args.adam_eps, lr_schedule=args.lr_schedule,
+                        objective=objective, num_particles=k, seed=args.seed, device=args.device)
     ks = tuple(j for j in (5, 50) if args.eval_samples % j == 0)
-    m = evaluate(model, data.test_x, num_samples=args.eval_samples, iwae_ks=ks,
-                 progress=args.progress)
-    run.update_metrics(m | {"model": name, "dataset": args.dataset, "objective": objective,
-                            "num_particles": k, "epochs": result.epochs,
-                            "seconds": round(result.seconds, 2), "device": str(device),
-                            "train_elbo": result.train_elbo})
+    evaluation = EvalConfig(num_samples=args.eval_samples, iwae_ks=ks, seed=args.seed,
+                            pictures=False)
+    return RunConfig.for_model(name, dataset=args.dataset, train=train, eval=evaluation,
+                               **settings)
+
+
+def run_row(row_id: str, config: RunConfig, args) -> dict:
+    """Train one row (or continue it) and evaluate it; its run folder is ``--out/ROW_ID``."""
+    _, objective, k, paper = ROWS[row_id]
+    out = args.out / row_id
+    if args.resume and RunFolder(out).has_checkpoint():
+        saved = read_config(RunFolder(out))
+        if (saved.model, saved.model_config, saved.dataset) != (
+                config.model, config.model_config, config.dataset):
+            raise ConfigError(f"{out} holds a run of {saved.model} on {saved.dataset}, not row "
+                              f"{row_id} on {config.dataset}")
+        result = resume(out, progress=args.progress, eval=config.eval, **asdict(config.train))
+    else:
+        result = run(config, out, progress=args.progress)
+    m, training = result.metrics, result.training
     nll = -m["test_log_likelihood"]
-    return {"id": row_id, "label": label(row_id), "layers": layers, "model": name,
-            "objective": objective, "k": k, "dataset": args.dataset, "device": str(device),
-            "epochs": result.epochs, "batch_size": config.batch_size,
-            "eval_samples": args.eval_samples, "nll": nll,
-            "nll_stderr": m["test_log_likelihood_stderr"],
+    return {"id": row_id, "label": label(row_id), "layers": ROWS[row_id][0],
+            "model": config.model, "objective": objective, "k": k, "dataset": config.dataset,
+            "device": m["device"], "epochs": training.epochs,
+            "batch_size": config.train.batch_size, "eval_samples": args.eval_samples,
+            "nll": nll, "nll_stderr": m["test_log_likelihood_stderr"],
             "nll_mc_stderr": m["test_log_likelihood_mc_stderr"], "paper_nll": paper,
             "difference": nll - paper, "test_elbo": m["test_elbo"],
             "active_units": "+".join(str(n) for n in m["active_units_per_site"].values()),
-            "train_seconds": round(result.seconds, 1)}
+            "train_seconds": round(training.seconds, 1)}
 
 
 def _line(r: dict) -> str:
@@ -238,6 +245,6 @@ def _plot(rows: list[dict], path: Path) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except UserError as exc:  # e.g. --dataset mnist offline
-        print(f"iwae_table.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
+        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)

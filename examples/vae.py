@@ -4,21 +4,23 @@
     python examples/vae.py --epochs 5 --dataset digits --eval-samples 100
     python examples/vae.py --kl-warmup-epochs 10 --free-bits 0.25
 
-Writes a run folder (config, checkpoint, metrics, samples.png, reconstructions.png,
-curves.png, interpolation.png, traversal.png, latent_map.png) and prints the test ELBO, the
-IWAE bound L_50 and log p(x) by importance sampling. The same as ``pyro-vae train vae``,
-written out so the library's pieces show.
+``--out`` is one run folder, written by the library's run layer (:func:`pyro_vae.run`):
+``config.json``, ``checkpoint.pt``, ``history.csv``, ``metrics.json`` and the pictures
+(samples, reconstructions, curves, interpolation, traversal, latent map). It prints the run
+summary: the test ELBO, the IWAE bound L_50 and log p(x) by importance sampling
+(``--eval-samples``), active units. The same as ``pyro-vae train vae``, written out so the
+pieces show; ``pyro-vae evaluate/sample/plot/diagnose`` open the folder. The evaluation is
+seeded (``EvalConfig.seed``), so ``pyro-vae evaluate`` repeats its numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from pyro_vae import RunFolder, TrainConfig, build_model, evaluate, load_dataset, set_seed, train
-from pyro_vae.latent_plots import save_latent_pictures
-from pyro_vae.plots import save_run_pictures
-from pyro_vae.runtime import resolve_device
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run
+from pyro_vae.metrics import format_summary
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -36,25 +38,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=Path("runs/example-vae"))
     args = p.parse_args(argv)
 
-    device = resolve_device(args.device)
-    set_seed(0)
-    data = load_dataset(args.dataset, device=device)
-    model = build_model("vae", data.shape, latent_dim=args.latent_dim)
-    config = TrainConfig(epochs=args.epochs, objective=args.objective,
-                         num_particles=args.num_particles, device=args.device, beta=args.beta,
-                         kl_warmup_epochs=args.kl_warmup_epochs, free_bits=args.free_bits)
-    run = RunFolder(args.out)
-    result = train(model, data, config, run)
-    metrics = evaluate(model, data.test_x, num_samples=args.eval_samples, progress=True)
-    run.update_metrics(metrics)
-    save_run_pictures(model, data, run.path, result.history)
-    save_latent_pictures(model, data, run.path)
-    print(f"test ELBO {metrics['test_elbo']:.2f}  L_{metrics['iwae_k']} "
-          f"{metrics['test_iwae']:.2f}  log p(x) {metrics['test_log_likelihood']:.2f} "
-          f"+- {metrics['test_log_likelihood_stderr']:.2f}  ({args.eval_samples} samples); "
-          f"active units {metrics['active_units']}/{args.latent_dim}; pictures in {run.path}")
-    return metrics
+    config = RunConfig.for_model(
+        "vae", dataset=args.dataset, latent_dim=args.latent_dim,
+        train=TrainConfig(epochs=args.epochs, objective=args.objective,
+                          num_particles=args.num_particles, device=args.device, beta=args.beta,
+                          kl_warmup_epochs=args.kl_warmup_epochs, free_bits=args.free_bits),
+        eval=EvalConfig(num_samples=args.eval_samples))
+    result = run(config, args.out)
+    print(format_summary(result.metrics, f"run: {result.run.path} (pictures there too)"))
+    return result.metrics
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
+        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)

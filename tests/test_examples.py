@@ -1,10 +1,15 @@
-"""Every example runs with tiny arguments; an example not listed here fails the suite."""
+"""Every example runs with tiny arguments; an example not listed here fails the suite. Every run
+folder an example writes opens with ``pyro-vae evaluate`` and holds only declared metrics."""
 
 import importlib.util
+import json
+import math
 import sys
 from pathlib import Path
 
 import pytest
+
+from pyro_vae.metrics import check_keys
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -23,16 +28,18 @@ TINY_ARGS = {
                                  "--ks", "1,10", "--replicates", "2"],
     "gmm.py": ["--epochs", "5", "--svi-steps", "5", "--nuts-points", "60", "--nuts-samples",
                "10", "--nuts-warmup", "10"],
-    "beta_vae.py": ["--epochs", "1", "--latent-dim", "3", "--kl-warmup-epochs", "1",
-                    "--eval-samples", "50"],
+    "beta_vae.py": ["--epochs", "1", "--latent-dim", "3", "--betas", "4",
+                    "--kl-warmup-epochs", "1", "--eval-samples", "50"],
     "autoencoders.py": ["--dataset", "digits", "--epochs", "1", "--latent-dim", "3"],
-    "hierarchical.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "50"],
+    "hierarchical.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "50",
+                        "--rows", "0,3"],
     "compare_runs.py": None,  # needs two run folders: test_compare_runs_example makes them
     "cvae.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "20",
                 "--num-generated", "50", "--classifier-epochs", "1"],
     "iwae_table.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "10",
-                      "--rows", "1L-k1,2L-iwae-k5"],
+                      "--rows", "1L-k1,2L-iwae-k5", "--batch-size", "100"],
 }
+TRAINS_NOTHING = {"pathwise_vs_score.py", "compare_runs.py"}  # every other example makes runs
 
 
 def _load(name):
@@ -52,9 +59,25 @@ def test_example_runs(name, tmp_path, monkeypatch):
     if TINY_ARGS[name] is None:
         pytest.skip("run by its own test")
     monkeypatch.chdir(tmp_path)
-    result = _load(name).main([*TINY_ARGS[name], "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    result = _load(name).main([*TINY_ARGS[name], "--out", str(out)])
     assert result
-    assert any((tmp_path / "out").glob("*.png"))
+    assert any(out.glob("*.png"))
+    folders = sorted(path.parent for path in out.rglob("config.json"))
+    assert bool(folders) == (name not in TRAINS_NOTHING)
+    for folder in folders:
+        _opens_with_the_cli(folder)
+
+
+def _opens_with_the_cli(folder: Path) -> None:
+    """``pyro-vae evaluate`` reads a run folder, and its metrics.json keys are declared."""
+    from pyro_vae.cli import main as cli
+
+    check_keys(json.loads((folder / "metrics.json").read_text()))
+    ks = json.loads((folder / "config.json").read_text())["eval"]["iwae_ks"]
+    samples = math.lcm(10, *ks)  # EvalConfig: a multiple of every k of the run
+    assert cli(["evaluate", str(folder), "--num-samples", str(samples), "--no-progress"]) == 0
+    check_keys(json.loads((folder / "metrics.json").read_text()))
 
 
 def test_iwae_bounds_example_orders_the_bounds(tmp_path):
@@ -67,6 +90,7 @@ def test_iwae_bounds_example_orders_the_bounds(tmp_path):
 
 def test_compare_runs_example(tmp_path):
     """A run against itself differs by exactly 0 per digit; two runs differ."""
+    from pyro_vae import UserError
     from pyro_vae.cli import main as cli
 
     for seed in ("0", "1"):
@@ -80,5 +104,5 @@ def test_compare_runs_example(tmp_path):
     other = compare([str(tmp_path / "run0"), str(tmp_path / "run1"), *args])
     assert other["difference"] != 0.0 and other["stderr"] > 0.0
     assert (tmp_path / "out" / "paired.png").is_file()
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="nowhere"):
         compare([str(tmp_path / "run0"), str(tmp_path / "nowhere"), *args])
