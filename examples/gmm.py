@@ -43,7 +43,7 @@ from pyro_vae import (  # noqa: E402
     run,
     set_seed,
 )
-from pyro_vae import _arviz_compat as azc  # noqa: E402
+from pyro_vae import arviz_compat as azc  # noqa: E402
 from pyro_vae.data import gmm_2d_parameters  # noqa: E402
 from pyro_vae.models.gmm import GMM, GMMConfig  # noqa: E402
 from pyro_vae.reference import (  # noqa: E402

@@ -11,7 +11,7 @@ r"""Posterior diagnostics with ArviZ: a trained guide's draws as InferenceData, 
 * :func:`diagnose`: all of it on a run folder (``pyro-vae diagnose RUN_DIR``), plus a NUTS
   reference for the latent of one data point (:mod:`pyro_vae.reference`).
 
-Both ArviZ lines (0.23 and 1.x) are handled in :mod:`pyro_vae._arviz_compat`.
+Both ArviZ lines (0.23 and 1.x) are handled in :mod:`pyro_vae.arviz_compat`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Predictive
 
-from pyro_vae import _arviz_compat as azc
+from pyro_vae import arviz_compat as azc
 from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.importance import log_weights, stored_log_weights
 from pyro_vae.models.base import LatentModel

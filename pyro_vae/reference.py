@@ -27,7 +27,7 @@ from pyro import poutine
 from pyro.infer import MCMC, NUTS, SVI, TraceEnum_ELBO
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
-from pyro_vae import _arviz_compat as azc
+from pyro_vae import arviz_compat as azc
 from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.gmm import GMM

@@ -99,8 +99,8 @@ def _writable_folder(out: str | os.PathLike) -> RunFolder:
         raise ConfigError(f"--out {path} is a file, not a folder")
     folder = RunFolder(path)
     if folder.has_checkpoint():
-        raise ConfigError(f"{path} already holds a run; pass --resume to continue it or choose "
-                          "another --out")
+        raise ConfigError(f"{path} already holds a run; choose another --out, or continue "
+                          f"it (pyro-vae train --resume --out {path})")
     if folder.is_run():  # a run stopped before its first checkpoint: nothing to lose
         log.warning("%s holds a run that never reached a checkpoint; starting it over", path)
     return folder

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae import _arviz_compat as azc
+from pyro_vae import arviz_compat as azc
 from pyro_vae import build_model, load_dataset
 from pyro_vae.cli import main
 from pyro_vae.diagnostics import guide_inference_data, guide_khat, idata_values
