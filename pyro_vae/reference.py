@@ -133,7 +133,7 @@ def gmm_guide_sites(model: GMM) -> dict[str, torch.Tensor]:
     """The guide's means of the Bayesian GMM's sites (a starting point for NUTS)."""
     x = torch.zeros(1, model.D, device=model.device)
     with poutine.block():
-        trace = poutine.trace(model._guide_globals).get_trace(x)
+        trace = poutine.trace(model.guide_globals).get_trace(x)
     return {n: s["fn"].mean.detach() for n, s in trace.nodes.items() if s["type"] == "sample"}
 
 
@@ -142,7 +142,7 @@ def gmm_guide_draws(model: GMM, num_draws: int = 1000) -> dict[str, np.ndarray]:
     """The mean-field guide's draws of the same quantities, ``(1, draw, ...)``."""
     _check_bayesian(model)
     x = torch.zeros(1, model.D, device=model.device)
-    sample = pyro.plate("draws", num_draws, dim=-1)(model._guide_globals)
+    sample = pyro.plate("draws", num_draws, dim=-1)(model.guide_globals)
     with poutine.block():
         trace = poutine.trace(sample).get_trace(x)
     sites = {n: s["value"].cpu().numpy()[None] for n, s in trace.nodes.items()

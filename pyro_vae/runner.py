@@ -213,11 +213,8 @@ def evaluate_run(path: str | os.PathLike, settings: EvalConfig | None = None,
     """Evaluate a trained run again (``pyro-vae evaluate``): the metrics registry with
     ``settings`` (default: the run's own), merged into ``metrics.json``."""
     opened = open_run(path, device)
-    if settings is not None:
-        opened = replace(opened, config=replace(opened.config, eval=replace(
-            settings, pictures=False)))
-    else:
-        opened.config.eval = replace(opened.config.eval, pictures=False)
+    settings = opened.config.eval if settings is None else settings
+    opened.config = replace(opened.config, eval=replace(settings, pictures=False))
     return finish(opened, progress=progress)
 
 

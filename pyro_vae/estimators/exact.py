@@ -56,7 +56,7 @@ def log_joint_and_guide(model: BernoulliLatent, x: torch.Tensor) -> tuple[torch.
     states = latent_states(model)
     z = states.unsqueeze(1).expand(-1, len(x), -1)
     prior = dist.Bernoulli(logits=model.prior_logits).log_prob(z).sum(-1)
-    lik = dist.Bernoulli(logits=model._x_logits(z)).log_prob(x).flatten(2).sum(-1)
+    lik = dist.Bernoulli(logits=model.x_logits(z)).log_prob(x).flatten(2).sum(-1)
     log_q = dist.Bernoulli(logits=model.encoder(x.flatten(1))).log_prob(z).sum(-1)
     return (prior + lik).T, log_q.T
 

@@ -72,7 +72,8 @@ class BernoulliLatent(LatentModel):
     def _bernoulli(logits: torch.Tensor) -> dist.TorchDistribution:
         return dist.Bernoulli(logits=logits, validate_args=False).to_event(1)
 
-    def _x_logits(self, z: torch.Tensor) -> torch.Tensor:
+    def x_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of p(x | z) for codes ``z`` (any leading dims; the exact enumeration uses it)."""
         return self.decoder(z).reshape(*z.shape[:-1], *self.data_shape)
 
     def model(self, x, y=None, num_data=None):
@@ -84,7 +85,7 @@ class BernoulliLatent(LatentModel):
                 z = pyro.sample("z1", self._bernoulli(self.decoder_top(z2)))
             else:
                 z = pyro.sample("z", self._bernoulli(logits))
-            obs = dist.Bernoulli(logits=self._x_logits(z), validate_args=False)
+            obs = dist.Bernoulli(logits=self.x_logits(z), validate_args=False)
             pyro.sample("x", obs.to_event(self._event_ndim), obs=x)
 
     def guide(self, x, y=None, num_data=None):
@@ -99,7 +100,7 @@ class BernoulliLatent(LatentModel):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities at (bottom-layer) latent codes ``z``."""
-        return torch.sigmoid(self._x_logits(z))
+        return torch.sigmoid(self.x_logits(z))
 
     @torch.no_grad()
     def sample(self, num, y=None):

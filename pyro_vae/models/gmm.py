@@ -163,7 +163,9 @@ class GMM(LatentModel):
         scale = pyro.sample("scale", dist.LogNormal(x.new_zeros(K, D), 1.0).to_event(2))
         return w, locs, scale
 
-    def _guide_globals(self, x):
+    def guide_globals(self, x):
+        """The mean-field guide of the global sites (Bayesian mode; the NUTS comparison draws
+        from it)."""
         K, D = self.K, self.D
 
         def sd(raw):
@@ -183,7 +185,7 @@ class GMM(LatentModel):
     def _guide_means(self) -> dict[str, torch.Tensor]:
         """Posterior means of the weights, means and scales under the mean-field guide."""
         with torch.no_grad(), poutine.block():
-            tr = poutine.trace(self._guide_globals).get_trace(self.q_conc)
+            tr = poutine.trace(self.guide_globals).get_trace(self.q_conc)
         mean = {n: s["fn"].mean for n, s in tr.nodes.items() if s["type"] == "sample"}
         weights = mean.get("weights", torch.full((self.K,), 1.0 / self.K, device=self.device))
         first = mean["loc_first"]
@@ -244,7 +246,7 @@ class GMM(LatentModel):
     def guide(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
         if self.config.priors:
-            tr = poutine.trace(self._guide_globals).get_trace(x)  # recorded by SVI's trace too
+            tr = poutine.trace(self.guide_globals).get_trace(x)  # recorded by SVI's trace too
             with poutine.block(), poutine.condition(data={n: s["value"] for n, s in
                                                          tr.nodes.items()
                                                          if s["type"] == "sample"}):
