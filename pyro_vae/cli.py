@@ -38,8 +38,16 @@ log = logging.getLogger("pyro_vae")
 MODEL_DEST = "model__"  # namespace prefix of model settings
 
 
+class _FirstPass(Exception):
+    """A usage error in the first pass over the arguments (the second pass reports it)."""
+
+
 class _Parser(argparse.ArgumentParser):
+    quiet = False  # set during the first pass: errors are the second pass's to report
+
     def error(self, message: str):  # one line, exit 2
+        if _Parser.quiet:
+            raise _FirstPass(message)
         self.exit(2, f"pyro-vae: error: {message} (see {self.prog} --help)\n")
 
 
@@ -211,7 +219,15 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in ("train", "check"):
         return p.parse_args(argv), {}
-    first, _ = p.parse_known_args(_without_model_flags(argv, _taken(_subparser(p, command))))
+    _Parser.quiet = True
+    try:
+        first, _ = p.parse_known_args(_without_model_flags(argv, _taken(_subparser(p, command))))
+    except _FirstPass:
+        first = None
+    finally:
+        _Parser.quiet = False
+    if first is None:  # e.g. `check --help` without a model: the full parse prints or says it
+        return p.parse_args(argv), {}
     cls = _model_class(first)
     flags = {}
     if cls is not None:

@@ -88,6 +88,9 @@ def _one_error_line(code, err, *fragments):
     (["train", "vae", "--device", "tpu"], "unknown device 'tpu'"),
     (["train", "vae", "--eval-samples", "77", "--dataset", "digits"], "multiple"),
     (["train", "--resume"], "--resume needs --out"),
+    (["check"], "the following arguments are required: model"),
+    (["train", "vae", "--latent-dim", "x"], "--latent-dim expects a whole number"),
+    (["train", "--latent-dim", "3", "vae", "--epochs", "x"], "invalid int value: 'x'"),
     (["sample", "nowhere", "--out", "x.png"], "nowhere is not a folder"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_input_is_one_line_and_exit_2(argv, fragment, tmp_path, capsys, monkeypatch):
@@ -153,6 +156,13 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over(tmp_path, capsys)
 def test_resume_refuses_changed_settings(run_dir, capsys):
     code, _, err = _run(["train", "--resume", "--out", run_dir, "--lr", "0.5"], capsys)
     _one_error_line(code, err, "--lr 0.5 differs")
+
+
+def test_help_with_and_without_a_model(capsys):
+    assert main(["check", "--help"]) == 0
+    assert main(["train", "gmm", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "settings of model gmm" in out and "--num-components" in out
 
 
 def test_console_script_exit_code(tmp_path):
