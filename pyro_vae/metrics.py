@@ -142,30 +142,28 @@ def format_summary(metrics: dict, title: str) -> str:
 # -- evaluations ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Evaluation:
-    """One computation of a finished run: ``applies(model, data, settings)`` returns None when
-    it applies, else the reason it does not; ``compute`` returns the declared ``keys``."""
+    """One computation of a finished run: ``applies(model, data, settings, global_sites)``
+    returns None when it applies, else the reason it does not (``global_sites``: the model's
+    latents outside the data plate, found once per run); ``compute`` returns the declared
+    ``keys``."""
 
     name: str
     keys: tuple[str, ...]
-    applies: Callable[[Any, Any, Any], str | None]
+    applies: Callable[[Any, Any, Any, list[str]], str | None]
     compute: Callable[[Any, Any, Any, bool], dict]
 
 
-def _per_point(model, data, settings) -> str | None:
-    from pyro_vae.structure import global_latent_sites
-
-    y = data.test_y if model.is_conditional else None
-    outside = global_latent_sites(model, data.test_x, y)
-    if outside:
+def _per_point(global_sites: list[str]) -> str | None:
+    if global_sites:
         return (f"per-data-point bounds need every latent inside the 'data' plate; "
-                f"{', '.join(outside)} {'is' if len(outside) == 1 else 'are'} global")
+                f"{', '.join(global_sites)} {'is' if len(global_sites) == 1 else 'are'} global")
     return None
 
 
-def _bounds_apply(model, data, settings) -> str | None:
+def _bounds_apply(model, data, settings, global_sites) -> str | None:
     if not settings.num_samples:
         return "skipped by --eval-samples 0"
-    return _per_point(model, data, settings)
+    return _per_point(global_sites)
 
 
 def _bounds(model, data, settings, progress: bool) -> dict:
@@ -176,8 +174,8 @@ def _bounds(model, data, settings, progress: bool) -> dict:
                     iwae_ks=settings.iwae_ks, progress=progress)
 
 
-def _global_elbo_applies(model, data, settings) -> str | None:
-    return None if _per_point(model, data, settings) else "the model has no global latents"
+def _global_elbo_applies(model, data, settings, global_sites) -> str | None:
+    return None if global_sites else "the model has no global latents"
 
 
 @torch.no_grad()
@@ -190,10 +188,10 @@ def _global_elbo(model, data, settings, progress: bool) -> dict:
             "test_elbo_stderr": (draws.std() / draws.numel() ** 0.5).item()}
 
 
-def _mig_applies(model, data, settings) -> str | None:
+def _mig_applies(model, data, settings, global_sites) -> str | None:
     if getattr(data, "test_factors", None) is None:
         return f"data set {data.name} has no known factors"
-    return _per_point(model, data, settings)
+    return _per_point(global_sites)
 
 
 def _mig(model, data, settings, progress: bool) -> dict:
@@ -216,13 +214,20 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
 )}
 
 
-def evaluate_all(model, data, settings, progress: bool = False) -> dict:
+def evaluate_all(model, data, settings, progress: bool = False,
+                 global_sites: list[str] | None = None) -> dict:
     """Every evaluation that applies, merged; ``evaluation_skipped`` says why the others did
-    not run. ``settings`` is an :class:`~pyro_vae.run_config.EvalConfig`."""
+    not run. ``settings`` is an :class:`~pyro_vae.run_config.EvalConfig`; ``global_sites``
+    (:func:`pyro_vae.structure.global_latent_sites`) is found here when not given."""
+    from pyro_vae.structure import global_latent_sites
+
     model.eval()
+    if global_sites is None:
+        global_sites = global_latent_sites(model, data.test_x,
+                                           data.test_y if model.is_conditional else None)
     metrics, skipped = {}, {}
     for evaluation in EVALUATIONS.values():
-        reason = evaluation.applies(model, data, settings)
+        reason = evaluation.applies(model, data, settings, global_sites)
         if reason is not None:
             skipped[evaluation.name] = reason
             continue

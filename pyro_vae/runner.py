@@ -173,15 +173,17 @@ def finish(opened: Run, result: TrainResult | None = None, *, progress: bool = T
 
     model, data, config = opened.model, opened.data, opened.config
     metrics = run_metrics(config, result, data.device) if result is not None else {}
+    global_sites = global_latent_sites(model, data.test_x,
+                                       data.test_y if model.is_conditional else None)
     set_seed(config.eval.seed)
     with model_code_errors(model, "evaluation"):
-        metrics |= evaluate_all(model, data, config.eval, progress=progress)
+        metrics |= evaluate_all(model, data, config.eval, progress=progress,
+                                global_sites=global_sites)
     merged = opened.folder.update_metrics(metrics)
     if config.eval.pictures:
-        y = data.test_y if model.is_conditional else None
         with model_code_errors(model, "drawing the run's pictures"):
             save_run_pictures(model, data, opened.path, result.history if result else None)
-            if not global_latent_sites(model, data.test_x, y):  # codes are per data point
+            if not global_sites:  # codes are per data point
                 save_latent_pictures(model, data, opened.path)
     return merged
 
