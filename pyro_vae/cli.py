@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +288,7 @@ def _given_train(args) -> dict[str, Any]:
 def _cmd_train(args, flags: dict[str, str]) -> int:
     progress = not args.no_progress
     if args.resume:
-        result = _resume(args, flags, progress)
+        result = _resume(args, progress)
     else:
         if not args.model:
             raise ConfigError(f"name a model to train: {', '.join(available())}, or "
@@ -305,29 +305,16 @@ def _cmd_train(args, flags: dict[str, str]) -> int:
     return 0
 
 
-def _resume(args, flags: dict[str, str], progress: bool) -> runner.RunResult:
-    """``train --resume``: restated settings must equal the run's (a changed one is named)."""
+def _resume(args, progress: bool) -> runner.RunResult:
+    """``train --resume``: restated settings must equal the run's (:func:`runner.restated`)."""
     if args.out is None:
         raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
-    folder = runner.RunFolder(args.out)
-    saved = runner.read_config(folder)
-    if args.model and resolve(args.model).source != saved.model_ref().source:
-        raise ConfigError(f"{args.out} is a run of {saved.model}, not {args.model}")
-    for flag, given, kept in (("--dataset", args.dataset, saved.dataset),
-                              ("--binarize", args.binarize, saved.binarize)):
-        if given is not None and given != kept:
-            raise ConfigError(f"{flag} {given} differs from the run's {kept}; a resumed run "
-                              "keeps its model and data settings")
-    kept_settings = asdict(saved.model_settings())
-    for name, value in _given_model_settings(args).items():
-        if value != kept_settings.get(name):
-            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-            raise ConfigError(f"{flags[MODEL_DEST + name]} {shown} differs from the run's "
-                              f"{kept_settings.get(name)}; a resumed run keeps its model and "
-                              "data settings")
+    saved = runner.read_config(runner.RunFolder(args.out))
     evaluation = None if args.eval_samples is None else replace(saved.eval,
                                                                  num_samples=args.eval_samples)
-    return runner.resume(args.out, progress=progress, eval=evaluation, **_given_train(args))
+    return runner.resume(args.out, progress=progress, eval=evaluation, model=args.model,
+                         dataset=args.dataset, binarize=args.binarize,
+                         model_settings=_given_model_settings(args), **_given_train(args))
 
 
 def _cmd_check(args, flags: dict[str, str]) -> int:

@@ -37,6 +37,7 @@ from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.errors import ConfigError, RunFolderError
 from pyro_vae.metrics import evaluate_all
 from pyro_vae.models.base import LatentModel
+from pyro_vae.models.registry import resolve
 from pyro_vae.run_config import EvalConfig, RunConfig
 from pyro_vae.runs import RunFolder
 from pyro_vae.runtime import resolve_device, set_seed
@@ -118,30 +119,53 @@ def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> 
     return RunResult(opened, result, finish(opened, result, progress=progress))
 
 
-def restated(saved: RunConfig, changes: dict[str, Any]) -> RunConfig:
-    """``saved`` with ``changes`` to its training settings; a change to one outside
-    :data:`RESUMABLE` is a :class:`ConfigError` naming it (restating a value is fine)."""
+def _refuse_change(name: str, given: Any, kept: Any, what: str) -> None:
+    shown = ",".join(map(str, given)) if isinstance(given, tuple) else given
+    raise ConfigError(f"--{name.replace('_', '-')} {shown} differs from the run's {kept}; "
+                      f"a resumed run keeps its {what}")
+
+
+def restated(saved: RunConfig, changes: dict[str, Any], *, model: str | None = None,
+             dataset: str | None = None, binarize: str | None = None,
+             model_settings: dict[str, Any] | None = None) -> RunConfig:
+    """``saved`` with ``changes`` to its training settings. Anything may be restated; a value
+    that differs from the run's is a :class:`ConfigError` naming it, except the training
+    settings in :data:`RESUMABLE`. ``model`` (a spec), ``dataset``, ``binarize`` and
+    ``model_settings`` (typed by the model's config dataclass) must all be the run's own."""
+    if model is not None and resolve(model).source != saved.model_ref().source:
+        raise ConfigError(f"this run is of model {saved.model}, not {model}")
+    for name, given, kept in (("dataset", dataset, saved.dataset),
+                              ("binarize", binarize, saved.binarize)):
+        if given is not None and given != kept:
+            _refuse_change(name, given, kept, "model and data settings")
+    if model_settings:
+        kept = asdict(saved.model_settings())
+        typed = asdict(replace(saved, model_config={**kept, **model_settings}).model_settings())
+        for name in model_settings:
+            if typed[name] != kept[name]:
+                _refuse_change(name, typed[name], kept[name], "model and data settings")
     train_values = asdict(saved.train)
     for key, value in changes.items():
         if key not in train_values:
             raise ConfigError(f"unknown training setting {key!r}")
         if value != train_values[key] and key not in RESUMABLE:
-            raise ConfigError(f"--{key.replace('_', '-')} {value} differs from the run's "
-                              f"{train_values[key]}; a resumed run keeps its settings "
-                              f"(it may change {', '.join(RESUMABLE)})")
+            _refuse_change(key, value, train_values[key],
+                           f"settings (it may change {', '.join(RESUMABLE)})")
         train_values[key] = value
     return replace(saved, train=TrainConfig(**train_values))
 
 
 def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | None = None,
-           **train_changes: Any) -> RunResult:
+           model: str | None = None, dataset: str | None = None, binarize: str | None = None,
+           model_settings: dict[str, Any] | None = None, **train_changes: Any) -> RunResult:
     """Continue the run in ``out`` from its last checkpoint, e.g. ``resume(out, epochs=200)``;
-    see :func:`restated` for the settings that may change."""
+    see :func:`restated` for what may be restated and what may change."""
     folder = RunFolder(out)
     saved = read_config(folder)
     if not folder.has_checkpoint():
         raise RunFolderError(f"{folder.path} has no checkpoint to resume from")
-    config = restated(saved, train_changes)
+    config = restated(saved, train_changes, model=model, dataset=dataset, binarize=binarize,
+                      model_settings=model_settings)
     if eval is not None:
         config = replace(config, eval=eval)
     opened = build(config, folder=folder)

@@ -148,3 +148,17 @@ def test_each_setting_is_parsed_by_its_own_type(name, text, value):
     assert coerce(Setting("widths", tuple[int, ...], ()), [1, 2]) == (1, 2)
     with pytest.raises(ConfigError, match="expects int"):
         coerce(Setting("hidden", int, 3), 2.5)
+
+
+def test_resume_from_python_restates_model_and_data_settings(tmp_path):
+    """The run layer itself refuses a changed model or data setting (the CLI only passes the
+    flags on): restating the same values, in any spelling the config types, is fine."""
+    run(_config(), tmp_path / "r", progress=False)
+    for kwargs, message in ((dict(dataset="mnist-5k"), "--dataset mnist-5k differs"),
+                            (dict(model_settings={"hidden": [8]}), "--hidden 8 differs"),
+                            (dict(model="linear"), "this run is of model vae, not linear")):
+        with pytest.raises(ConfigError, match=message):
+            resume(tmp_path / "r", epochs=2, progress=False, **kwargs)
+    result = resume(tmp_path / "r", epochs=2, progress=False, model="vae", dataset="digits",
+                    model_settings={"hidden": [16], "latent_dim": 3})
+    assert result.metrics["epochs"] == 2
