@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 from pyro.poutine import Trace
-from pyro.poutine.util import site_is_subsample
+
+from pyro_vae.estimators.traces import sample_sites
 
 Site = dict[str, Any]
 
 
 def samples(trace: Trace) -> dict[str, Site]:
-    return {name: s for name, s in trace.nodes.items()
-            if s["type"] == "sample" and not site_is_subsample(s)}
+    return dict(sample_sites(trace))
 
 
 def _plates(site: Site) -> set[tuple]:

@@ -111,7 +111,8 @@ def user_code_location(exc: BaseException, obj: Any) -> str | None:
     return found
 
 
-def _first_line(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: first line of the message"`` (the type alone for an empty message)."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
 
@@ -151,7 +152,7 @@ def describe_model_error(exc: BaseException, obj: Any, during: str, *,
     at = f" at {where}" if where else ""
     hint = hint_for(exc, vectorized=vectorized)
     tail = f"; {hint}" if hint else ""
-    return ModelCodeError(f"{_class_of(obj).__name__} raised {_first_line(exc)}{at} during "
+    return ModelCodeError(f"{_class_of(obj).__name__} raised {describe_exception(exc)}{at} during "
                           f"{during}{tail}")
 
 

@@ -106,7 +106,6 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (
     ObjectiveSpec("enum", infer.TraceEnum_ELBO, "discrete sites summed out exactly",
                   jit_cls=infer.JitTraceEnum_ELBO),
 )}
-MULTI_SAMPLE = tuple(n for n, s in OBJECTIVES.items() if s.multi_sample)
 
 
 def get_spec(name: str) -> ObjectiveSpec:
@@ -230,5 +229,5 @@ def make_objective(name: str, num_particles: int = 1, *, max_plate_nesting: int 
     return elbo
 
 
-__all__ = ["IWAE_ELBO", "MULTI_SAMPLE", "OBJECTIVES", "ObjectiveSpec", "build_objective",
+__all__ = ["IWAE_ELBO", "OBJECTIVES", "ObjectiveSpec", "build_objective",
            "check_config", "check_model", "describe", "get_spec", "make_objective"]

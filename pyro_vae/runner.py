@@ -34,7 +34,7 @@ import torch
 
 from pyro_vae import objectives
 from pyro_vae.data import Dataset, load_dataset
-from pyro_vae.errors import ConfigError, RunFolderError
+from pyro_vae.errors import ConfigError, RunFolderError, model_code_errors
 from pyro_vae.metrics import evaluate_all
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.registry import resolve
@@ -86,8 +86,6 @@ def build(config: RunConfig, device: torch.device | str | None = None,
 
 
 def _construct(cls: type[LatentModel], settings: Any, shape: tuple[int, ...]) -> LatentModel:
-    from pyro_vae.errors import model_code_errors
-
     with model_code_errors(cls, "building the model"):
         return cls(settings, shape)
 
@@ -191,7 +189,6 @@ def run_metrics(config: RunConfig, result: TrainResult, device: torch.device) ->
 def finish(opened: Run, result: TrainResult | None = None, *, progress: bool = True) -> dict:
     """Evaluate a trained run, merge ``metrics.json`` and draw its pictures; returns the
     merged metrics. ``result`` (the training's) adds the training's own figures."""
-    from pyro_vae.errors import model_code_errors
     from pyro_vae.latent_plots import save_latent_pictures
     from pyro_vae.plots import save_run_pictures
 
@@ -219,6 +216,11 @@ def read_config(folder: RunFolder) -> RunConfig:
 def open_run(path: str | os.PathLike, device: torch.device | str = "cpu") -> Run:
     """A trained run: its model rebuilt from ``config.json`` (any model spec) with the weights
     of its last checkpoint, in eval mode, and its data, on ``device``."""
+    return _open(path, device)[0]
+
+
+def _open(path: str | os.PathLike, device: torch.device | str) -> tuple[Run, dict]:
+    """:func:`open_run`, and the checkpoint it loaded."""
     folder = RunFolder(path)
     config = read_config(folder)
     state = folder.load_checkpoint(map_location="cpu")
@@ -231,7 +233,7 @@ def open_run(path: str | os.PathLike, device: torch.device | str = "cpu") -> Run
                              f"({exc})") from None
     folder.load_model_state(opened.model, state)
     opened.model.eval()
-    return opened
+    return opened, state
 
 
 def evaluate_run(path: str | os.PathLike, settings: EvalConfig | None = None,
@@ -247,8 +249,7 @@ def evaluate_run(path: str | os.PathLike, settings: EvalConfig | None = None,
 def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu"):
     """``(model, data, config dict, checkpoint)`` of a trained run (the older interface of
     :func:`open_run`)."""
-    opened = open_run(path, device)
-    state = opened.folder.load_checkpoint(map_location="cpu")
+    opened, state = _open(path, device)
     return opened.model, opened.data, opened.config.to_json(), state
 
 

@@ -72,6 +72,7 @@ from pyro_vae._site_checks import (
 from pyro_vae.errors import (
     PARTICLE_RULE,
     UserError,
+    describe_exception,
     hint_for,
     require_latent_model,
     user_code_location,
@@ -83,11 +84,6 @@ NUM_DATA_FACTOR = 3  # the scaling check calls the programs with num_data = 3 * 
 DEFAULTS = {name: getattr(LatentModel, name)
             for name in ("observed_site", "latent_sites", "max_plate_nesting")}
 SIGNATURE = "(self, x, y=None, num_data=None)"
-
-
-def _describe(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _binds(sig: inspect.Signature, *args: Any, **kwargs: Any) -> bool:
@@ -190,7 +186,7 @@ def _raised(module: Any, program: str, exc: BaseException, partial: Trace | None
     where = user_code_location(exc, module)
     at = f" at {where}" if where else ""
     hint = hint_for(exc, vectorized=vectorized) or (PARTICLE_RULE if vectorized else None)
-    return f"the {program} raised {_describe(exc)}{when}{after}{at}" + (
+    return f"the {program} raised {describe_exception(exc)}{when}{after}{at}" + (
         f"; {hint}" if hint else "")
 
 
@@ -242,7 +238,7 @@ def _check_particles(programs: _Programs, x: torch.Tensor, y: torch.Tensor | Non
         if isinstance(exc, UserError):
             return [f"evaluation refuses the pair: {exc}"]
         return [f"the log weights of {k} vectorized particles could not be formed "
-                f"({_describe(exc)}); {PARTICLE_RULE}"]
+                f"({describe_exception(exc)}); {PARTICLE_RULE}"]
     if others:
         return []
     if tuple(w.shape) != (k, len(x)):
@@ -283,7 +279,7 @@ def _check_elbo_and_gradients(programs: _Programs, x: torch.Tensor, y: torch.Ten
     try:
         loss = elbo.differentiable_loss(programs.model, programs.guide, x, y)
     except Exception as exc:
-        return [f"the ELBO could not be computed ({_describe(exc)})"]
+        return [f"the ELBO could not be computed ({describe_exception(exc)})"]
     if not torch.isfinite(loss):
         bad = nonfinite_sites(traces)
         where = f": the log density of {', '.join(bad)} is not finite" if bad else ""

@@ -153,13 +153,12 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
     spec = objectives.get_spec(config.objective)
     vectorized = spec.multi_sample or config.num_particles > 1
     with model_code_errors(model, "training", vectorized=vectorized):
-        return _train(model, data, config, run, resume, progress, hooks)
+        return _train(model, data, config, spec, run, resume, progress, hooks)
 
 
-def _train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder | None,
+def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: RunFolder | None,
            resume: bool, progress: bool, hooks: Sequence[Hook] | None) -> TrainResult:
     elbo = objectives.build_objective(config, model)
-    spec = objectives.get_spec(config.objective)
     model_fn, guide_fn, kl_scale = scaled_programs(model, model.latent_sites, config.beta)
     stepper = make_stepper(config.engine, model_fn, guide_fn, elbo, lr=config.lr,
                            eps=config.adam_eps, optim_args=spec.optim_args(config))

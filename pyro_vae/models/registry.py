@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyro_vae.errors import ConfigError, RunFolderError
+from pyro_vae.errors import ConfigError, RunFolderError, describe_exception
 from pyro_vae.models.base import LatentModel
 
 ENTRY_POINT_GROUP = "pyro_vae.models"
@@ -114,13 +114,12 @@ def _load_file(path: Path) -> Any:
 def _describe(exc: BaseException, path: Path | None = None) -> str:
     if isinstance(exc, SyntaxError):
         return f"SyntaxError: {exc.msg} (line {exc.lineno})"
-    text = str(exc).strip().splitlines()
     where = ""
     if path is not None:
         frames = [f for f in traceback.extract_tb(exc.__traceback__)
                   if Path(f.filename).resolve() == path.resolve()]
         where = f" at line {frames[-1].lineno}" if frames else ""
-    return f"{type(exc).__name__}: {text[0] if text else ''}{where}"
+    return f"{describe_exception(exc)}{where}"
 
 
 def _import_module(module: str, spec: str) -> Any:
