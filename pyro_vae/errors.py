@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
+import numbers
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,17 +48,71 @@ class TrainingDiverged(UserError):
 
 def check_choice(kind: str, value: str, choices) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``choices`` (listed in the error)."""
-    if value not in choices:
+    try:
+        known = value in choices
+    except TypeError:  # an unhashable value (a list from a hand-edited JSON file)
+        known = False
+    if not known:
         raise ConfigError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
 
 
 def check_positive(name: str, value: float | int, *, integer: bool = True) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a positive number (an int if ``integer``)."""
+    """Raise :class:`ConfigError` unless ``value`` is a positive number (an int if ``integer``;
+    a finite real otherwise)."""
     if integer and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if not integer:
+        check_number(name, value)
     if not value > 0:
         raise ConfigError(f"{name} must be at least 1, got {value}" if integer
                           else f"{name} must be positive, got {value}")
+
+
+def check_number(name: str, value: Any, *, minimum: float | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a finite real number (``>= minimum``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
+    if minimum is not None and not value >= minimum:
+        raise ConfigError(f"{name} must be >= {minimum:g}, got {value}")
+
+
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeding takes 0..2**32-1
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """Return ``value`` if it is a whole number in 0..2**32-1 (every RNG that ``--seed`` seeds
+    takes these), else raise :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{name} must be a whole number from 0 to {SEED_MAX}, got {value!r}")
+    return int(value)
+
+
+class OutOfMemory(UserError):
+    """The host or the GPU ran out of memory; the message says which and what to make smaller."""
+
+
+_HOST_OOM = ("can't allocate memory", "cannot allocate memory", "defaultcpuallocator")
+
+
+def out_of_memory(exc: BaseException) -> OutOfMemory | None:
+    """``exc`` as an :class:`OutOfMemory` if it is the host's ``MemoryError`` / torch's CPU
+    allocator failure or ``torch.cuda.OutOfMemoryError``; otherwise None."""
+    if isinstance(exc, OutOfMemory):
+        return exc
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        where, fix = "GPU", "a smaller --batch-size or --num-particles, or --device cpu"
+    elif isinstance(exc, MemoryError) or (
+            isinstance(exc, RuntimeError) and any(s in str(exc).lower() for s in _HOST_OOM)):
+        where, fix = "host", "a smaller --batch-size, --num-particles or --eval-samples"
+    else:
+        return None
+    asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGT]iB)", str(exc))
+    size = "" if asked is None else (f" (asked for {int(asked[1]) / 2**30:.1f} GiB)" if asked[1]
+                                     else f" (asked for {asked[2]})")
+    return OutOfMemory(f"out of {where} memory{size}; use {fix}")
 
 
 class ModelCodeError(UserError):
@@ -161,15 +217,19 @@ def model_code_errors(obj: Any, during: str, *, vectorized: bool = False) -> Ite
     """Turn an exception raised in ``obj``'s own code into a one-line :class:`ModelCodeError`
     naming the file and line (``raise ... from exc``).
 
-    A :class:`UserError`, ``torch.cuda.OutOfMemoryError``, a ``BaseException`` that is not an
-    ``Exception`` (``KeyboardInterrupt``) and an exception with no frame in the file defining
-    ``type(obj)`` (a bug elsewhere keeps its traceback) pass through unchanged.
+    Running out of memory is an :class:`OutOfMemory`, not the model's fault. A
+    :class:`UserError`, a ``BaseException`` that is not an ``Exception``
+    (``KeyboardInterrupt``) and an exception with no frame in the file defining ``type(obj)``
+    (a bug elsewhere keeps its traceback) pass through unchanged.
     """
     try:
         yield
-    except (UserError, torch.cuda.OutOfMemoryError):
+    except UserError:
         raise
     except Exception as exc:
+        memory = out_of_memory(exc)
+        if memory is not None:
+            raise memory from exc
         if user_code_location(exc, obj) is None:
             raise
         raise describe_model_error(exc, obj, during, vectorized=vectorized) from exc

@@ -17,9 +17,9 @@ from typing import Any
 
 from pyro_vae import __version__
 from pyro_vae.data import BINARIZATIONS, DATASETS, default_binarization
-from pyro_vae.errors import ConfigError, RunFolderError, check_choice
+from pyro_vae.errors import ConfigError, RunFolderError, check_choice, check_seed
 from pyro_vae.models.registry import ModelRef, from_source, resolve
-from pyro_vae.settings import Setting, build_config, coerce, config_values
+from pyro_vae.settings import Setting, build_config, check_types, coerce, config_values
 from pyro_vae.train import TrainConfig
 
 DEFAULT_DATASET = "mnist-5k"
@@ -43,6 +43,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         from pyro_vae.evaluate import check_num_samples
 
+        self.iwae_ks = tuple(self.iwae_ks) if isinstance(self.iwae_ks, list) else self.iwae_ks
+        check_types(self, "eval")
+        check_seed(self.seed, "eval seed")
         if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) \
                 or self.num_samples < 0:
             raise ConfigError(f"--eval-samples must be a whole number >= 0, got "
@@ -69,6 +72,11 @@ class RunConfig:
     model_source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(f"model must be a model spec (a non-empty string), got "
+                              f"{self.model!r}")
+        if self.model_source is not None and not isinstance(self.model_source, dict):
+            raise ConfigError(f"model_source must be a JSON object, got {self.model_source!r}")
         check_choice("data set", self.dataset, DATASETS)
         if self.binarize is None:
             self.binarize = default_binarization(self.dataset)
@@ -128,9 +136,9 @@ class RunConfig:
         the file and the field."""
         data = migrate(data, where)
         try:
-            train = _typed(TrainConfig, data.get("train") or {}, f"{where}: train")
-            evaluation = _typed(EvalConfig, data.get("eval") or {}, f"{where}: eval")
-            return cls(data["model"], dict(data.get("model_config") or {}), data["dataset"],
+            train = _typed(TrainConfig, data["train"], "train")
+            evaluation = _typed(EvalConfig, data.get("eval", {}), "eval")
+            return cls(data["model"], data.get("model_config", {}), data["dataset"],
                        data.get("binarize"), train, evaluation, data.get("model_source"))
         except ConfigError as exc:
             raise RunFolderError(f"{where}: {exc}") from None

@@ -8,15 +8,16 @@ import numpy as np
 import pyro
 import torch
 
-from pyro_vae.errors import ConfigError, check_choice
+from pyro_vae.errors import ConfigError, check_choice, check_seed
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy, torch (CPU and CUDA) and Pyro from one integer."""
+    """Seed Python, NumPy, torch (CPU and CUDA) and Pyro from one integer in 0..2**32-1."""
+    seed = check_seed(seed)
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     pyro.set_rng_seed(seed)  # seeds torch (all devices) and Python's random again
 
 

@@ -14,6 +14,7 @@ Supported types: ``int``, ``float``, ``str``, ``bool``, ``tuple[T, ...]`` of tho
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import types
 import typing
@@ -114,10 +115,13 @@ def _scalar_text(kind: type, text: str, name: str) -> Any:
             return False
         raise ConfigError(f"{name} expects true or false, got {text!r}")
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise ConfigError(f"{name} expects {'a whole number' if kind is int else 'a number'}, "
                           f"got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name} expects a finite number, got {text!r}")
+    return value
 
 
 def parse_text(setting: Setting, text: str) -> Any:
@@ -172,6 +176,9 @@ def _coerce_scalar(kind: type, value: Any, problem: str) -> Any:
             return int(value)
     elif kind is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(problem.split(" expects ")[0] + f" must be a finite number, "
+                                  f"got {value}")
             return float(value)
     elif isinstance(value, kind):
         return value
@@ -192,6 +199,14 @@ def build_config(config_class: type, values: dict[str, Any], owner: str,
         return config_class(**typed)
     except TypeError as exc:  # a required field left out
         raise ConfigError(f"{owner}: {exc}") from None
+
+
+def check_types(config: Any, where: str) -> None:
+    """Check (and where lossless convert, int to float) every field of the dataclass instance
+    ``config`` against its annotated type, in place; a wrong type or a non-finite float is a
+    :class:`ConfigError` naming the field (``where``: who holds it, e.g. ``"train"``)."""
+    for s in setting_fields(type(config)):
+        object.__setattr__(config, s.name, coerce(s, getattr(config, s.name), where))
 
 
 def config_values(config: Any) -> dict[str, Any]:

@@ -39,7 +39,9 @@ from pyro_vae.errors import (
     RunFolderError,
     TrainingDiverged,
     check_choice,
+    check_number,
     check_positive,
+    check_seed,
     model_code_errors,
     require_latent_model,
 )
@@ -48,6 +50,7 @@ from pyro_vae.hooks import Checkpointer, Hook, TestELBO, TrainState
 from pyro_vae.models.base import LatentModel
 from pyro_vae.runs import RunFolder
 from pyro_vae.runtime import check_device_name
+from pyro_vae.settings import check_types
 
 log = logging.getLogger(__name__)
 GPU_CHECK_EVERY = 25  # steps between reads of the loss on a GPU (the NaN guard, the bar)
@@ -78,25 +81,24 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant or iwae (Burda et al.'s 3^i epochs per stage)
 
     def __post_init__(self) -> None:
+        check_types(self, "train")  # TrainConfig(lr="0.1") is an error, not a TypeError later
         check_positive("epochs", self.epochs)
         check_positive("batch size", self.batch_size)
         check_positive("num-particles", self.num_particles)
         check_positive("learning rate", self.lr, integer=False)
         check_positive("adam eps", self.adam_eps, integer=False)
         check_positive("baseline lr", self.baseline_lr, integer=False)
+        check_seed(self.seed, "seed")
         check_device_name(self.device)
         check_choice("objective", self.objective, objectives.OBJECTIVES)
         check_choice("baseline", self.baseline, BASELINES)
         check_choice("engine", self.engine, ENGINES)
         check_choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
-        if not self.beta >= 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta}")
-        if isinstance(self.kl_warmup_epochs, bool) or not isinstance(self.kl_warmup_epochs, int) \
-                or self.kl_warmup_epochs < 0:
+        check_number("beta", self.beta, minimum=0)
+        if self.kl_warmup_epochs < 0:
             raise ConfigError(f"kl-warmup-epochs must be a whole number >= 0, got "
                               f"{self.kl_warmup_epochs!r}")
-        if not self.free_bits >= 0:
-            raise ConfigError(f"free-bits must be >= 0 nats, got {self.free_bits}")
+        check_number("free-bits (nats)", self.free_bits, minimum=0)
         objectives.check_config(self)
 
 
@@ -108,13 +110,27 @@ class TrainResult:
     seconds: float
 
 
+def _kept(epoch: int, run: RunFolder | None) -> str:
+    return (f"the checkpoint of epoch {epoch} in {run.path} is kept"
+            if run is not None and epoch > 0 else "nothing was saved")
+
+
 def _check_finite(loss: float, epoch: int, step: int, run: RunFolder | None) -> None:
     """Raise :class:`TrainingDiverged` on a NaN/inf loss, naming what was kept."""
     if not math.isfinite(loss):
-        where = (f"the checkpoint of epoch {epoch} in {run.path} is kept"
-                 if run is not None and epoch > 0 else "nothing was saved")
         raise TrainingDiverged(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
-                               f"{where}; try a smaller --lr")
+                               f"{_kept(epoch, run)}; try a smaller --lr")
+
+
+def _check_record(record: dict, epoch: int, run: RunFolder | None) -> None:
+    """Raise :class:`TrainingDiverged` if a value of the epoch's record is NaN or infinite
+    (each step's loss can be finite while the epoch's sum overflows), before it is written."""
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            why = (" (every step's loss was finite, their sum overflowed: the losses are huge)"
+                   if key == "train_elbo" else "")
+            raise TrainingDiverged(f"the {key} of epoch {epoch + 1} is {value}{why}; "
+                                   f"{_kept(epoch, run)}; try a smaller --lr")
 
 
 def check_data(model: LatentModel, data: Dataset) -> None:
@@ -182,7 +198,8 @@ def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: Ru
     check_every = 1 if data.device.type == "cpu" else GPU_CHECK_EVERY
     n, nb = data.num_train, data.num_batches(config.batch_size)
     train_elbo = state.history[-1]["train_elbo"] if state.history else math.nan
-    bar = tqdm(total=config.epochs * nb, initial=state.epoch * nb, disable=not progress,
+    bar = tqdm(total=config.epochs * nb, initial=state.epoch * nb,
+               disable=None if progress else True,  # None: no bar unless stderr is a terminal
                unit="step", desc="training", dynamic_ncols=True)
     try:
         for epoch in range(state.epoch, config.epochs):
@@ -208,6 +225,7 @@ def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: Ru
             state.seconds += time.perf_counter() - t0
             record |= {"seconds": round(state.seconds, 3), "kl_weight": kl_scale.weight,
                        "lr": config.lr * lr_factor(config.lr_schedule, epoch)}
+            _check_record(record, epoch, run)
             state.history.append(record)
             state.epoch = epoch + 1
             bar.set_postfix(epoch=epoch + 1, train=f"{train_elbo:.2f}",
