@@ -33,6 +33,59 @@ from pyro_vae.errors import RunFolderError
 from pyro_vae.runtime import rng_state, set_rng_state
 
 KEYS = ("epoch", "model", "optim", "param_store", "rng", "history", "seconds")
+RNG_KEYS = ("torch", "numpy", "python")
+
+
+def check_state(state: Any, where: str, *, resuming: bool = True) -> None:
+    """Raise :class:`RunFolderError` (one line naming ``where`` and the entry) unless ``state``
+    has the layout :func:`make_checkpoint` writes and finite weights; ``resuming`` also checks
+    what only training reads (optimizer, RNGs, history). A hand-edited or foreign checkpoint is
+    refused here, before anything runs or is written."""
+    def bad(what: str) -> RunFolderError:
+        return RunFolderError(f"checkpoint {where}: {what}; it was not written by pyro_vae's "
+                              "train or was edited (train the run again, or restore the file)")
+
+    if not isinstance(state, dict):
+        raise bad(f"holds a {type(state).__name__}, not a dict")
+    missing = [k for k in (KEYS if resuming else ("epoch", "model")) if k not in state]
+    if missing:
+        raise bad(f"lacks {', '.join(missing)}")
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise bad(f"'epoch' is {epoch!r}, not a whole number >= 0")
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor)
+                                                for v in weights.values()):
+        raise bad("'model' is not a state_dict of tensors")
+    for name, value in weights.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise bad(f"weight {name!r} holds NaN or infinite values")
+    if not resuming:
+        return
+    history = state["history"]
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history) \
+            or len(history) != epoch:
+        raise bad(f"'history' is not a list of {epoch} epoch records")
+    seconds = state["seconds"]
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise bad(f"'seconds' is {seconds!r}, not a number")
+    rng = state["rng"]
+    if not isinstance(rng, dict) or any(k not in rng for k in RNG_KEYS):
+        raise bad(f"'rng' is not the random number generators' states ({', '.join(RNG_KEYS)})")
+    if not isinstance(rng["torch"], torch.Tensor) or rng["torch"].dtype != torch.uint8:
+        raise bad("'rng' holds no torch generator state")
+    optim = state["optim"]
+    if not isinstance(optim, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("state", {}), dict)
+            and isinstance(v.get("param_groups", []), list)
+            and all(isinstance(st, dict) and all(isinstance(t, torch.Tensor) for t in st.values())
+                    for st in v.get("state", {}).values())
+            for v in optim.values()):
+        raise bad("'optim' is not an optimizer state (a dict of per-parameter state dicts)")
+    store = state["param_store"]
+    if not isinstance(store, dict) or not {"params", "constraints"} <= set(store) \
+            or not isinstance(store["params"], dict):
+        raise bad("'param_store' is not Pyro param store entries")
 
 
 def _module_tensors(model: torch.nn.Module) -> set[int]:
@@ -67,20 +120,21 @@ def make_checkpoint(model, stepper, epoch: int, history: list[dict], seconds: fl
 def restore_checkpoint(state: dict, model, stepper, load_model_state) -> None:
     """Put ``model``, the param store, the optimizer and the RNGs back as ``state`` has them.
 
-    ``state`` is loaded on the CPU (RNG states must stay there); the module's tensors and the
-    param store's entries go to the module's device.
+    ``state`` has passed :func:`check_state`; it is loaded on the CPU (RNG states must stay
+    there); the module's tensors and the param store's entries go to the module's device.
 
     ``load_model_state(model, state)`` loads the module's ``state_dict`` (the run folder's
     loader, which names the checkpoint in its error)."""
-    missing = [k for k in KEYS if k not in state]
-    if missing:
-        raise RunFolderError(f"the checkpoint lacks {', '.join(missing)}; it was not written by "
-                             "pyro_vae's train")
     load_model_state(model, state)
     device = next(iter(model.parameters()), torch.zeros(())).device
-    extra = state["param_store"]
-    extra = {**extra, "params": {k: v.to(device) for k, v in extra["params"].items()}}
-    pyro.clear_param_store()
-    pyro.get_param_store().set_state(extra)
-    stepper.set_state(state["optim"])
-    set_rng_state(state["rng"])
+    try:
+        extra = state["param_store"]
+        extra = {**extra, "params": {k: v.to(device) for k, v in extra["params"].items()}}
+        pyro.clear_param_store()
+        pyro.get_param_store().set_state(extra)
+        stepper.set_state(state["optim"])
+        set_rng_state(state["rng"])
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+        raise RunFolderError(f"the checkpoint's optimizer, param store or RNG state cannot be "
+                             f"restored ({type(exc).__name__}: {str(exc)[:120]}); it was edited "
+                             "or written by another version") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyro_vae.checkpoint import make_checkpoint, restore_checkpoint
+from pyro_vae.checkpoint import check_state, make_checkpoint, restore_checkpoint
 from pyro_vae.errors import RunFolderError
 from pyro_vae.runs import RunFolder
 from pyro_vae.structure import global_latent_sites, whole_data_elbo
@@ -79,6 +79,7 @@ class Checkpointer(Hook):
         if not self.run.has_checkpoint():
             raise RunFolderError(f"nothing to resume: {self.run.path} has no checkpoint")
         saved = self.run.load_checkpoint(map_location="cpu")
+        check_state(saved, str(self.run.checkpoint_path))
         restore_checkpoint(saved, state.model, state.stepper, self.run.load_model_state)
         state.epoch, state.history, state.seconds = (saved["epoch"], list(saved["history"]),
                                                      saved["seconds"])

@@ -33,9 +33,10 @@ from typing import Any
 import torch
 
 from pyro_vae import objectives
+from pyro_vae.checkpoint import check_state
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.errors import ConfigError, RunFolderError, model_code_errors
-from pyro_vae.metrics import evaluate_all
+from pyro_vae.metrics import evaluate_all, json_ready
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.registry import resolve
 from pyro_vae.run_config import EvalConfig, RunConfig
@@ -166,6 +167,13 @@ def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | 
                       model_settings=model_settings)
     if eval is not None:
         config = replace(config, eval=eval)
+    state = folder.load_checkpoint(map_location="cpu")  # checked before anything runs
+    check_state(state, str(folder.checkpoint_path))
+    if config.train.epochs < state["epoch"]:
+        raise ConfigError(f"--epochs {config.train.epochs} is fewer than the {state['epoch']} "
+                          f"epochs {folder.path} has trained; a resumed run continues to a "
+                          f"larger --epochs (re-evaluate it with pyro-vae evaluate)")
+    del state
     opened = build(config, folder=folder)
     log.info("resuming %s (%s on %s) on %s", folder.path, config.model, config.dataset,
              opened.data.device)
@@ -200,7 +208,7 @@ def finish(opened: Run, result: TrainResult | None = None, *, progress: bool = T
     with model_code_errors(model, "evaluation"):
         metrics |= evaluate_all(model, data, config.eval, progress=progress,
                                 global_sites=global_sites)
-    merged = opened.folder.update_metrics(metrics)
+    merged = opened.folder.update_metrics(json_ready(metrics))
     if config.eval.pictures:
         with model_code_errors(model, "drawing the run's pictures"):
             save_run_pictures(model, data, opened.path, result.history if result else None)
@@ -224,6 +232,7 @@ def _open(path: str | os.PathLike, device: torch.device | str) -> tuple[Run, dic
     folder = RunFolder(path)
     config = read_config(folder)
     state = folder.load_checkpoint(map_location="cpu")
+    check_state(state, str(folder.checkpoint_path), resuming=False)
     try:
         opened = build(config, device=device, folder=folder)
     except ConfigError as exc:

@@ -191,7 +191,9 @@ def resolve(spec: str) -> ModelRef:
 
 def from_source(source: dict[str, Any], spec: str) -> ModelRef:
     """Reopen the class a run folder recorded (``config.json``'s ``model_source``)."""
-    kind = source.get("kind") if isinstance(source, dict) else None
+    if not isinstance(source, dict):
+        raise RunFolderError(f"model_source must be a JSON object, got {source!r}")
+    kind = source.get("kind")
     try:
         if kind == "file":
             path = Path(source["path"])
@@ -213,5 +215,8 @@ def from_source(source: dict[str, Any], spec: str) -> ModelRef:
             return resolve(spec)
     except ConfigError as exc:
         raise RunFolderError(f"the run's model cannot be reopened: {exc}") from None
+    except (KeyError, TypeError) as exc:  # a hand-edited entry
+        raise RunFolderError(f"model_source {source!r} is incomplete or mistyped ({exc!r}); "
+                             "it was edited by hand") from None
     _check_class(cls, spec)
     return ModelRef(cls, spec, dict(source))
