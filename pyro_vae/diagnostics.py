@@ -24,9 +24,11 @@ from pyro import poutine
 from pyro.infer import Predictive
 
 from pyro_vae import arviz_compat as azc
-from pyro_vae.errors import ConfigError, check_positive
+from pyro_vae.errors import ConfigError, check_positive, check_seed
 from pyro_vae.importance import log_weights, stored_log_weights
+from pyro_vae.metrics import json_ready
 from pyro_vae.models.base import LatentModel
+from pyro_vae.reference import check_nuts_settings
 
 KHAT_GOOD, KHAT_OK = 0.5, 0.7
 NETCDF = "posterior.nc"
@@ -161,14 +163,20 @@ def diagnose(run_dir: str | Path, points: int = 200, draws: int = 1000, ppc_draw
     from pyro_vae.runner import open_run
     from pyro_vae.runs import RunFolder
     from pyro_vae.runtime import set_seed
-    from pyro_vae.structure import require_local_latents
+    from pyro_vae.structure import require_local_latents, require_posterior
 
     check_positive("--points", points)
     if draws < 100:
         raise ConfigError(f"--draws must be at least 100 for k-hat, got {draws}")
+    if not 0 <= ppc_draws <= draws:
+        raise ConfigError(f"--ppc-draws must be in 0..{draws} (--draws), got {ppc_draws}")
+    check_seed(seed, "--seed")
+    if nuts:  # every setting is checked before anything is computed or written
+        check_nuts_settings(nuts_samples, nuts_warmup, chains)
     opened = open_run(run_dir, device)
     model, data = opened.model, opened.data
     require_local_latents(model, data, "pyro-vae diagnose (the guide's draws per data point)")
+    require_posterior(model, data, "pyro-vae diagnose")
     set_seed(seed)
     x = data.test_x[:points]
     if nuts and not 0 <= nuts_point < x.shape[0]:
@@ -211,7 +219,7 @@ def diagnose(run_dir: str | Path, points: int = 200, draws: int = 1000, ppc_draw
                         (table["reference_mean"] - table["approx_mean"]).abs().mean()),
                     "nuts_vs_guide_sd_ratio_mean": float(
                         (table["approx_sd"] / table["reference_sd"]).mean())}
-    RunFolder(folder).update_metrics(metrics)
+    RunFolder(folder).update_metrics(json_ready(metrics))
     return metrics
 
 

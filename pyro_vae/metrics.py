@@ -14,6 +14,7 @@ point; log-likelihoods are negative numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ class Metric:
     doc: str
     label: str | None = None
     show: Callable[[dict], str | None] | None = None
+    bound: bool = False  # a bound on log p(x) or the training objective: must be finite
 
     def row(self, m: dict) -> tuple[str, str] | None:
         if self.label is None or m.get(self.key) is None:
@@ -65,19 +67,19 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("seconds", "training seconds (evaluation not included)", "seconds"),
     Metric("device", "where it trained"),
     Metric("train_elbo", "mean training objective per point over the last epoch",
-           "train ELBO"),
+           "train ELBO", bound=True),
     Metric("beta", "KL weight of training (beta-VAE)"),
     Metric("kl_warmup_epochs", "epochs of the linear KL warm-up"),
     Metric("free_bits", "free bits, nats per latent dimension"),
     Metric("final_kl_weight", "the KL weight at the last step"),
     # importance-sampling bounds (pyro_vae.evaluate.evaluate)
-    Metric("test_elbo", "ELBO per test point (mean of the log weights)", "test ELBO"),
+    Metric("test_elbo", "ELBO per test point (mean of the log weights)", "test ELBO", bound=True),
     Metric("test_elbo_stderr", "standard error of test_elbo across test points"),
-    Metric("test_iwae", "the IWAE bound L_k at the largest k", "test L_{iwae_k}"),
+    Metric("test_iwae", "the IWAE bound L_k at the largest k", "test L_{iwae_k}", bound=True),
     Metric("iwae_k", "k of test_iwae"),
-    Metric("test_iwae_bounds", "L_k for every k evaluated"),
+    Metric("test_iwae_bounds", "L_k for every k evaluated", bound=True),
     Metric("test_log_likelihood", "log p(x) per test point by importance sampling",
-           "test log p(x) [{ll_num_samples} samples]", _log_px),
+           "test log p(x) [{ll_num_samples} samples]", _log_px, bound=True),
     Metric("test_log_likelihood_stderr", "its standard error across test points"),
     Metric("test_log_likelihood_mc_stderr", "its Monte Carlo standard error"),
     Metric("ll_num_samples", "importance samples per test point"),
@@ -126,6 +128,40 @@ def check_keys(metrics: dict) -> None:
     if unknown:
         raise ConfigError(f"undeclared metric(s) {', '.join(unknown)}: declare them in "
                           "pyro_vae.metrics.METRICS")
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+def _nulled(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nulled(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nulled(v) for v in value]
+    return value
+
+
+def json_ready(metrics: dict) -> dict:
+    """``metrics`` as valid JSON values: a NaN or infinite bound (``Metric.bound``) is an
+    error, raised before anything is written; any other non-finite number (a standard error
+    of a single point, a k-hat of -inf) becomes null."""
+    from pyro_vae.errors import TrainingDiverged
+
+    for key, value in metrics.items():
+        if key in METRICS and METRICS[key].bound and _non_finite(value):
+            raise TrainingDiverged(f"{key} came out {value} (the model gives the data zero "
+                                   "probability or its weights diverged); metrics.json was not "
+                                   "written; try a smaller --lr")
+    return _nulled(metrics)
 
 
 def summary_rows(metrics: dict) -> list[tuple[str, str]]:

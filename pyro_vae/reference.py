@@ -33,6 +33,15 @@ from pyro_vae.models.base import LatentModel
 from pyro_vae.models.gmm import GMM
 
 
+def check_nuts_settings(num_samples: int, warmup: int, num_chains: int) -> None:
+    """Raise :class:`ConfigError` for NUTS settings no chain can run with."""
+    check_positive("--nuts-samples (NUTS draws per chain)", num_samples)
+    check_positive("--chains (NUTS chains)", num_chains)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"--nuts-warmup (NUTS warm-up steps) must be a whole number >= 0, "
+                          f"got {warmup!r}")
+
+
 def nuts_posterior(model_fn, args: tuple = (), num_samples: int = 1000, warmup: int = 500,
                    num_chains: int = 2, seed: int = 0, max_plate_nesting: int = 1,
                    target_accept_prob: float = 0.8, init_values: dict | None = None,
@@ -43,13 +52,10 @@ def nuts_posterior(model_fn, args: tuple = (), num_samples: int = 1000, warmup: 
     likelihood has poor local modes a random start can fall into); ``jit_compile`` traces
     the potential energy once (faster for longer runs).
     """
-    check_positive("num_samples", num_samples)
-    check_positive("num_chains", num_chains)
-    if warmup < 0:
-        raise ConfigError(f"warm-up steps must be >= 0, got {warmup}")
+    check_nuts_settings(num_samples, warmup, num_chains)
     chains = []
     for c in range(num_chains):
-        pyro.set_rng_seed(seed + c)
+        pyro.set_rng_seed((seed + c) % 2**32)
         kernel = NUTS(model_fn, max_plate_nesting=max_plate_nesting,
                       target_accept_prob=target_accept_prob, jit_compile=jit_compile,
                       ignore_jit_warnings=True,

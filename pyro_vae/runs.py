@@ -46,7 +46,7 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
 
 
 def write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"  # valid JSON
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
@@ -132,9 +132,13 @@ class RunFolder:
         if not path.is_file():
             return {}
         try:
-            return json.loads(path.read_text())
+            metrics = json.loads(path.read_text())
         except ValueError:
             return {}
+        if not isinstance(metrics, dict):
+            raise RunFolderError(f"{path} holds a JSON {type(metrics).__name__}, not the "
+                                 "metrics object pyro_vae writes; move it aside to start it anew")
+        return metrics
 
     def update_metrics(self, metrics: dict) -> dict:
         """Merge ``metrics`` into ``metrics.json`` and return the merged dict."""
