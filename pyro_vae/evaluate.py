@@ -24,6 +24,7 @@ from pyro_vae.estimators.traces import sample_sites
 from pyro_vae.importance import (
     Bounds,
     check_num_samples,
+    check_points,
     importance_bounds,
     log_weights,
     log_weights_of_site,
@@ -121,6 +122,7 @@ def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
     An exception raised inside ``model``'s own code is a one-line
     :class:`~pyro_vae.errors.ModelCodeError` naming the file and line."""
     require_latent_model(model, "evaluate")
+    check_points(model, x, y)
     model.eval()
     with model_code_errors(model, "evaluation", vectorized=True):
         bounds = importance_bounds(model, x, y, num_samples, iwae_ks, progress=progress)

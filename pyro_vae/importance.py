@@ -51,7 +51,13 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
-from pyro_vae.errors import ConfigError, check_positive
+from pyro_vae.errors import (
+    ConfigError,
+    DataError,
+    check_positive,
+    model_code_errors,
+    require_latent_model,
+)
 from pyro_vae.estimators.traces import evaluation_log_prob, point_log_prob, sample_sites
 from pyro_vae.models.base import LatentModel
 
@@ -141,7 +147,8 @@ def weight_chunks(weights: WeightFn, model: LatentModel, x: torch.Tensor,
         raise ConfigError(f"{num_samples} samples do not split into groups of {group}")
     chunk, points = chunk_sizes(x, num_samples, group, max_elements)
     starts = range(0, x.shape[0], points)
-    for start in tqdm(starts, desc="importance sampling", disable=not progress, leave=False):
+    for start in tqdm(starts, desc="importance sampling", disable=None if progress else True,
+                      leave=False):
         stop = min(start + points, x.shape[0])
         xb, yb = x[start:stop], None if y is None else y[start:stop]
         for first in range(0, num_samples, chunk):
@@ -278,10 +285,29 @@ def sampled_bounds(weights: WeightFn, model: LatentModel, x: torch.Tensor,
     return stats.bounds()
 
 
+def check_points(model: LatentModel, x, y=None, what: str = "x") -> None:
+    """Raise :class:`~pyro_vae.errors.DataError` unless ``x`` (and ``y``) are data points the
+    model can score: a floating tensor of points shaped as the model's data, finite, inside
+    the likelihood's support (``model.check_data``: 0/1 for a Bernoulli likelihood)."""
+    require_latent_model(model, "evaluation")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
+        shown = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise DataError(f"{what} must be a floating-point tensor of data points, got {shown}")
+    if x.shape[0] == 0:
+        raise DataError(f"{what} holds no data points")
+    with model_code_errors(model, "checking the data"):
+        model.check_data(x, what)
+    if y is not None and (not isinstance(y, torch.Tensor) or y.shape[:1] != x.shape[:1]):
+        shown = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise DataError(f"y must be a tensor with one entry per point of {what} "
+                        f"({x.shape[0]}), got {shown}")
+
+
 def importance_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
                       num_samples: int = 5000, ks: tuple[int, ...] = (5, 50),
                       max_elements: int = 2**25, progress: bool = False) -> Bounds:
     """ELBO, L_k for each k in ``ks`` and log p(x), per data point, from ``num_samples``
     importance samples of the guide (tensors in ``x``'s floating dtype)."""
+    check_points(model, x, y)
     bounds = sampled_bounds(log_weights, model, x, y, num_samples, ks, max_elements, progress)
     return bounds.to(x.dtype if x.is_floating_point() else torch.get_default_dtype())

@@ -204,6 +204,11 @@ class GMM(LatentModel):
         seeded run is repeatable). Bayesian mode: the guide's locations start there instead.
         """
         x = x.reshape(len(x), -1)
+        distinct = torch.unique(x, dim=0).shape[0]
+        if distinct < self.K:  # k-means++ would draw from an all-zero distance vector
+            raise DataError(f"a mixture of {self.K} components needs at least {self.K} distinct "
+                            f"training points to start from, got {distinct}; use a smaller "
+                            "--num-components or more data")
         centers = x[torch.randint(len(x), (1,), device=x.device)]
         for _ in range(1, self.K):
             d2 = torch.cdist(x, centers).min(1).values ** 2
@@ -308,7 +313,11 @@ class GMM(LatentModel):
         """``num`` draws x ~ p(x) (a mixture's mean would show only K points)."""
         p = self.parameters_dict()
         c = torch.multinomial(p["weights"], num, replacement=True)
-        tril = torch.linalg.cholesky(p["covariances"])[c]
+        # the Cholesky factors themselves: factorizing tril @ tril.T again fails in float32
+        # once a scale is large or tiny (a large --lr), although the factor is valid
+        trils = (torch.diag_embed(self._guide_means()["scale"]) if self.config.priors
+                 else self.scale_tril())
+        tril = trils[c]
         eps = torch.randn(num, self.D, 1, device=self.device)
         return p["means"][c] + (tril @ eps).squeeze(-1)
 
