@@ -8,26 +8,55 @@ hooks), :mod:`~pyro_vae.importance` (importance-sampled bounds on log p(x)),
 registry), :mod:`~pyro_vae.run_config` and :mod:`~pyro_vae.runner` (the run layer),
 :mod:`~pyro_vae.plots`, :mod:`~pyro_vae.testing` (``check_model_guide``) and
 :mod:`~pyro_vae.cli`.
+
+The names below are imported on first use (PEP 562), so ``import pyro_vae`` is quick and the
+``pyro-vae`` command (:mod:`pyro_vae.console`) can answer Ctrl-C during its own imports.
 """
+
+import sys
+import types
 
 __version__ = "0.1.0"
 
-from pyro_vae.data import Dataset, load_dataset  # noqa: E402
-from pyro_vae.errors import UserError  # noqa: E402
-from pyro_vae.evaluate import evaluate  # noqa: E402
-from pyro_vae.importance import importance_bounds, log_weights  # noqa: E402
-from pyro_vae.models import MODELS, LatentModel, build_model  # noqa: E402
-from pyro_vae.models.registry import register_model  # noqa: E402
-from pyro_vae.objectives import IWAE_ELBO, make_objective  # noqa: E402
-from pyro_vae.run_config import EvalConfig, RunConfig  # noqa: E402
-from pyro_vae.runner import evaluate_run, finish, load_trained, open_run, resume, run  # noqa
-from pyro_vae.runs import RunFolder  # noqa: E402
-from pyro_vae.runtime import set_seed  # noqa: E402
-from pyro_vae.train import TrainConfig, train  # noqa: E402
+_PUBLIC = {  # name -> the module that defines it
+    "Dataset": "data", "load_dataset": "data",
+    "UserError": "errors",
+    "evaluate": "evaluate",
+    "importance_bounds": "importance", "log_weights": "importance",
+    "MODELS": "models", "LatentModel": "models", "build_model": "models",
+    "register_model": "models.registry",
+    "IWAE_ELBO": "objectives", "make_objective": "objectives",
+    "EvalConfig": "run_config", "RunConfig": "run_config",
+    "evaluate_run": "runner", "finish": "runner", "load_trained": "runner",
+    "open_run": "runner", "resume": "runner", "run": "runner",
+    "RunFolder": "runs",
+    "set_seed": "runtime",
+    "TrainConfig": "train", "train": "train",
+}
+__all__ = sorted(_PUBLIC)
 
-__all__ = [
-    "Dataset", "EvalConfig", "IWAE_ELBO", "LatentModel", "MODELS", "RunConfig", "RunFolder",
-    "TrainConfig", "UserError", "build_model", "evaluate", "evaluate_run", "finish",
-    "importance_bounds", "load_dataset", "load_trained", "log_weights", "make_objective",
-    "open_run", "register_model", "resume", "run", "set_seed", "train",
-]
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        # importing a submodule binds it to the package: where a public function has its
+        # module's name (train, evaluate), ``pyro_vae.NAME`` stays the function
+        if isinstance(value, types.ModuleType) and _PUBLIC.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'pyro_vae' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pyro_vae.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -5,8 +5,10 @@ A thin front end of the run layer (:mod:`pyro_vae.runner`): it parses flags into
 model spec (``vae``, ``my_pkg.models:MyVAE``, ``path/to/file.py:MyVAE``, an entry-point name);
 its flags come from its config dataclass, each parsed by the field's own type.
 
-Every error a user can cause ends as one line on stderr and exit status 2; nothing already
-written is damaged (files are replaced atomically).
+Every error a user can cause -- bad input, a fault in a user's own model code, the file
+system, running out of memory -- ends as one line on stderr and exit status 2 (130 for Ctrl-C);
+nothing already written is damaged (files are replaced atomically). Informational lines and
+warnings go to stdout, so stderr holds the error line alone.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pyro_vae import __version__, runner
 from pyro_vae.data import BINARIZATIONS, DATASETS
-from pyro_vae.errors import ConfigError, UserError, check_positive
+from pyro_vae.errors import ConfigError, UserError, check_positive, check_seed, out_of_memory
 from pyro_vae.latent_plots import KINDS as LATENT_PICTURES
 from pyro_vae.metrics import format_summary
 from pyro_vae.models.registry import available, resolve
@@ -94,6 +94,14 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _seed(text: str) -> int:
+    try:
+        return check_seed(int(text))
+    except (ValueError, UserError):
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**32-1, got "
+                                          f"{text!r}") from None
+
+
 def _typed(setting):
     def parse(text: str):
         try:
@@ -111,7 +119,8 @@ def _add_train_flags(t: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(d, f.name)
-        kind = {bool: None, int: int, float: float, str: None}[type(default)]
+        kind = _seed if f.name == "seed" else \
+            {bool: None, int: int, float: float, str: None}[type(default)]
         flag = f"--{f.name.replace('_', '-')}"
         help_text = f"{TRAIN_HELP.get(f.name, '')} (default {default})"
         if isinstance(default, bool):
@@ -176,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run", type=Path, help="a run folder")
     s.add_argument("--num", type=int, default=64, help="how many (default 64)")
     s.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--label", type=int,
                    help="draw every image of this class (conditional models such as cvae)")
@@ -185,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("run", type=Path, help="a run folder")
     pl.add_argument("--kind", required=True, choices=LATENT_PICTURES)
     pl.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--seed", type=_seed, default=0)
     pl.add_argument("--device", default="auto")
 
     sub.add_parser("list", help="the models, objectives and data sets")
@@ -202,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--nuts-warmup", type=int, default=300, help="NUTS warm-up steps (300)")
     g.add_argument("--chains", type=int, default=2, help="NUTS chains, run in turn (2)")
     g.add_argument("--no-nuts", action="store_true", help="skip the NUTS reference")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_seed, default=0)
     g.add_argument("--device", default="auto")
     return p
 
@@ -428,9 +437,20 @@ COMMANDS = {"train": _cmd_train, "check": _cmd_check, "new": _cmd_new,
             "plot": _cmd_plot, "diagnose": _cmd_diagnose}
 
 
+def _error(message: str) -> int:
+    print(f"pyro-vae: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _log_to_stdout() -> None:
+    """Info lines and warnings (ArviZ's, Pyro's) on stdout: stderr is for the error line."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.captureWarnings(True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _log_to_stdout()
     try:
         try:
             args, flags = _parse(argv)
@@ -438,16 +458,17 @@ def main(argv: list[str] | None = None) -> int:
             return int(exc.code or 0)
         return COMMANDS[args.command](args, flags)
     except UserError as exc:
-        print(f"pyro-vae: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     except KeyboardInterrupt:
-        print("pyro-vae: interrupted; the last finished epoch's checkpoint is kept "
-              "(continue with --resume)", file=sys.stderr)
+        kept = ("; the last finished epoch's checkpoint is kept (continue with --resume)"
+                if "train" in argv else "; nothing was changed (files are replaced whole)")
+        print(f"pyro-vae: interrupted{kept}", file=sys.stderr)
         return 130
-    except torch.cuda.OutOfMemoryError:
-        print("pyro-vae: error: out of GPU memory; use a smaller --batch-size or "
-              "--device cpu", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        memory = out_of_memory(exc)
+        if memory is None:
+            raise
+        return _error(str(memory))
 
 
 if __name__ == "__main__":

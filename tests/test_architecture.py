@@ -66,8 +66,8 @@ def test_imports_point_down(path):
 
 
 def test_only_the_cli_imports_the_cli():
-    for path in PACKAGE.rglob("*.py"):
-        if path.name != "cli.py":
+    for path in PACKAGE.rglob("*.py"):  # console.py is the command's entry point
+        if path.name not in ("cli.py", "console.py"):
             assert "pyro_vae.cli" not in _imports(path), path
 
 

@@ -11,6 +11,7 @@ from pyro_vae.errors import (
     PARTICLE_RULE,
     ConfigError,
     ModelCodeError,
+    OutOfMemory,
     UserError,
     describe_model_error,
     hint_for,
@@ -152,14 +153,28 @@ def test_model_code_errors_converts_what_the_model_raised(user_file):
         vae.raise_(KeyError("encoder"))
 
 
-@pytest.mark.parametrize("exc", [
-    KeyboardInterrupt(), ConfigError("bad setting"), torch.cuda.OutOfMemoryError("no memory"),
-], ids=["KeyboardInterrupt", "UserError", "OutOfMemoryError"])
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), ConfigError("bad setting")],
+                         ids=["KeyboardInterrupt", "UserError"])
 def test_model_code_errors_lets_some_exceptions_through(user_file, exc):
     vae = user_file[0].TutorialVAE()
     with pytest.raises(type(exc)) as info, model_code_errors(vae, "training"):
         vae.raise_(exc)
     assert info.value is exc
+
+
+@pytest.mark.parametrize("exc,message", [
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+     "out of GPU memory (asked for 20.00 GiB)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                  "allocate memory: you tried to allocate 2560000000000 bytes."),
+     "out of host memory (asked for 2384.2 GiB)"),
+    (MemoryError(), "out of host memory;"),
+], ids=["cuda", "host-allocator", "MemoryError"])
+def test_running_out_of_memory_is_not_the_models_fault(user_file, exc, message):
+    vae = user_file[0].TutorialVAE()
+    with pytest.raises(OutOfMemory) as info, model_code_errors(vae, "training"):
+        vae.raise_(exc)
+    assert str(info.value).startswith(message) and info.value.__cause__ is exc
 
 
 def test_an_exception_elsewhere_keeps_its_traceback(user_file):
