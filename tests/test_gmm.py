@@ -113,3 +113,33 @@ def test_gmm_trains_and_estimates_on_cuda():
     res = estimate_log_likelihood(model, data.test_x[:20], ks=(1, 10), replicates=2)
     assert res["exact"] == pytest.approx(model.log_marginal(data.test_x[:20]).mean().item())
     assert model.assignments(data.test_x).device.type == "cuda"
+
+
+@pytest.mark.parametrize("raw_diag,offdiag", [(-20.0, 100.0), (5.0, 1e5)])
+def test_sampling_uses_the_cholesky_factor_itself(raw_diag, offdiag):
+    """After a large --lr the scales can be so uneven that factorizing tril @ tril.T again
+    fails in float32 (it did, in `pyro-vae sample`); the factor is valid all the same."""
+    model = build_model("gmm", (2,))
+    with torch.no_grad():
+        model.raw_diag.fill_(raw_diag)
+        model.raw_offdiag.fill_(offdiag)
+    with pytest.raises(RuntimeError, match="positive-definite"):  # the old way
+        torch.linalg.cholesky(model.parameters_dict()["covariances"])
+    pyro.set_rng_seed(0)
+    draws = model.sample(2000)
+    assert draws.shape == (2000, 2) and torch.isfinite(draws).all()
+    pyro.set_rng_seed(0)  # each draw is mean_c + L_c eps with the model's own factor L_c
+    p = model.parameters_dict()
+    c = torch.multinomial(p["weights"], 2000, replacement=True)
+    eps = torch.randn(2000, 2, 1)
+    expected = p["means"][c] + (model.scale_tril()[c] @ eps).squeeze(-1)
+    assert torch.equal(draws, expected)
+
+
+def test_kmeans_needs_as_many_distinct_points_as_components():
+    model = build_model("gmm", (2,))  # 3 components
+    x = torch.tensor([[0.0, 1.0], [0.0, 1.0], [2.0, 2.0]])
+    with pytest.raises(DataError, match="3 components needs at least 3 distinct training "
+                                        "points to start from, got 2"):
+        model.init_from_data(x)
+    model.init_from_data(torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]]))
