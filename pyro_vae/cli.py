@@ -6,7 +6,9 @@ model spec (``vae``, ``my_pkg.models:MyVAE``, ``path/to/file.py:MyVAE``, an entr
 its flags come from its config dataclass, each parsed by the field's own type.
 
 Every error a user can cause ends as one line on stderr and exit status 2; nothing already
-written is damaged (files are replaced atomically).
+written is damaged (files are replaced atomically). A command that writes into a run folder
+holds its lock (:meth:`pyro_vae.runs.RunFolder.lock`): a second one is refused. Paths to write
+are checked before any work, and a file system error later on (a full disk) names the file.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pyro_vae.metrics import format_summary
 from pyro_vae.models.registry import available, resolve
 from pyro_vae.objectives import OBJECTIVES, describe
 from pyro_vae.run_config import DEFAULT_DATASET, EvalConfig, RunConfig
+from pyro_vae.runs import check_new_file, file_errors
 from pyro_vae.runtime import resolve_device, set_seed
 from pyro_vae.settings import parse_text, setting_fields, type_name
 from pyro_vae.structure import require_local_latents
@@ -94,6 +97,13 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _path(text: str) -> Path:
+    """A path argument; an empty one is refused (``Path("")`` would be the working folder)."""
+    if text == "":
+        raise argparse.ArgumentTypeError("an empty path; name a folder or file")
+    return Path(text)
+
+
 def _typed(setting):
     def parse(text: str):
         try:
@@ -118,7 +128,7 @@ def _add_train_flags(t: argparse.ArgumentParser) -> None:
             t.add_argument(flag, dest=f.name, action="store_const", const=True, help=help_text)
         else:
             t.add_argument(flag, dest=f.name, type=kind, help=help_text)
-    t.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATASET-TIME)")
+    t.add_argument("--out", type=_path, help="run folder (default runs/MODEL-DATASET-TIME)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     t.add_argument("--eval-samples", type=int,
@@ -167,24 +177,24 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--dir", type=Path, default=Path("."), help="where to write them (.)")
 
     e = sub.add_parser("evaluate", help="bounds on log p(x), active units, KL per dimension")
-    e.add_argument("run", type=Path, help="a run folder")
+    e.add_argument("run", type=_path, help="a run folder")
     e.add_argument("--num-samples", type=int, default=5000, help="importance samples (5000)")
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="draw new data from a trained run's prior")
-    s.add_argument("run", type=Path, help="a run folder")
+    s.add_argument("run", type=_path, help="a run folder")
     s.add_argument("--num", type=int, default=64, help="how many (default 64)")
-    s.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    s.add_argument("--out", type=_path, required=True, help="PNG file to write")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--label", type=int,
                    help="draw every image of this class (conditional models such as cvae)")
 
     pl = sub.add_parser("plot", help="latent interpolation, traversal or 2-D latent map")
-    pl.add_argument("run", type=Path, help="a run folder")
+    pl.add_argument("run", type=_path, help="a run folder")
     pl.add_argument("--kind", required=True, choices=LATENT_PICTURES)
-    pl.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    pl.add_argument("--out", type=_path, required=True, help="PNG file to write")
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--device", default="auto")
 
@@ -192,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("diagnose", help="ArviZ diagnostics of a run's guide: NetCDF, PSIS "
                        "k-hat per point, NUTS reference for one point, PNG plots")
-    g.add_argument("run", type=Path, help="a run folder")
+    g.add_argument("run", type=_path, help="a run folder")
     g.add_argument("--points", type=int, default=200, help="test points (default 200)")
     g.add_argument("--draws", type=int, default=1000, help="guide draws per point (1000)")
     g.add_argument("--ppc-draws", type=int, default=20,
@@ -363,6 +373,7 @@ def _cmd_sample(args, flags) -> int:
     check_positive("--num", args.num)
     if args.out.suffix.lower() != ".png":
         raise ConfigError(f"--out must name a .png file, got {args.out}")
+    check_new_file(args.out)
     opened = runner.open_run(args.run, resolve_device(args.device))
     set_seed(args.seed)
     if args.label is not None:
@@ -378,6 +389,7 @@ def _cmd_plot(args, flags) -> int:
 
     if args.out.suffix.lower() != ".png":
         raise ConfigError(f"--out must name a .png file, got {args.out}")
+    check_new_file(args.out)
     opened = runner.open_run(args.run, resolve_device(args.device))
     require_local_latents(opened.model, opened.data, f"the {args.kind} picture")
     set_seed(args.seed)
@@ -436,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             args, flags = _parse(argv)
         except SystemExit as exc:  # --help, --version, or a usage error already printed
             return int(exc.code or 0)
-        return COMMANDS[args.command](args, flags)
+        with file_errors():  # an OSError no write site named: one line too
+            return COMMANDS[args.command](args, flags)
     except UserError as exc:
         print(f"pyro-vae: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
