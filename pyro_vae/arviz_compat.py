@@ -15,7 +15,9 @@ NetCDF             ``InferenceData.to_netcdf``     ``DataTree.to_netcdf(engine="
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 from pathlib import Path
 
 logging.getLogger("arviz.preview").setLevel(logging.WARNING)  # 0.23 logs its imports at INFO
@@ -27,6 +29,8 @@ import pandas as pd  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from pyro_vae.runs import atomic_write, temp_file, writing  # noqa: E402
 
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
 SUMMARY_COLUMNS = ["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat"]
@@ -51,9 +55,19 @@ def group_names(data) -> list[str]:
 
 
 def to_netcdf(data, path: str | Path) -> Path:
+    """Write ``data`` as NetCDF through a temporary file beside ``path`` and a rename (no
+    half-written file; a file system error names ``path``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data.to_netcdf(str(path), engine="h5netcdf")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file(path)
+        os.close(fd)
+        try:
+            data.to_netcdf(str(tmp), engine="h5netcdf")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -104,18 +118,26 @@ PLOTS = {"trace": ("plot_trace", "plot_trace_dist"), "posterior": ("plot_posteri
 
 def save_plot(kind: str, data, path: str | Path, var_names: list[str] | None = None,
               coords: dict | None = None) -> Path:
-    """An ArviZ ``trace``, ``posterior`` or ``pair`` plot saved as a PNG (Agg backend)."""
+    """An ArviZ ``trace``, ``posterior`` or ``pair`` plot saved as a PNG (Agg backend); a
+    file system error names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     old, new = PLOTS[kind]
     if ARVIZ_1:
         pc = getattr(az, new)(data, var_names=var_names, coords=coords, backend="matplotlib")
-        pc.savefig(str(path))
-        plt.close("all")
+        try:
+            with writing(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pc.savefig(str(path))
+        finally:
+            plt.close("all")
         return path
     kwargs = {"kind": "kde", "marginals": True} if kind == "pair" else {}
     axes = getattr(az, old)(data, var_names=var_names, coords=coords, show=False, **kwargs)
-    fig = np.asarray(axes).ravel()[0].figure
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close("all")
+    png = io.BytesIO()
+    try:
+        np.asarray(axes).ravel()[0].figure.savefig(png, format="png", dpi=100,
+                                                   bbox_inches="tight")
+    finally:
+        plt.close("all")
+    atomic_write(path, png.getvalue())
     return path

@@ -8,7 +8,10 @@ its flags come from its config dataclass, each parsed by the field's own type.
 Every error a user can cause -- bad input, a fault in a user's own model code, the file
 system, running out of memory -- ends as one line on stderr and exit status 2 (130 for Ctrl-C);
 nothing already written is damaged (files are replaced atomically). Informational lines and
-warnings go to stdout, so stderr holds the error line alone.
+warnings go to stdout, so stderr holds the error line alone. A command that writes into a run
+folder holds its lock (:meth:`pyro_vae.runs.RunFolder.lock`): a second one is refused. Paths
+to write are checked before any work, and a file system error later on (a full disk) names
+the file.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pyro_vae.metrics import format_summary
 from pyro_vae.models.registry import available, resolve
 from pyro_vae.objectives import OBJECTIVES, describe
 from pyro_vae.run_config import DEFAULT_DATASET, EvalConfig, RunConfig
+from pyro_vae.runs import check_new_file, file_errors
 from pyro_vae.runtime import resolve_device, set_seed
 from pyro_vae.settings import parse_text, setting_fields, type_name
 from pyro_vae.structure import require_local_latents
@@ -102,6 +106,13 @@ def _seed(text: str) -> int:
                                           f"{text!r}") from None
 
 
+def _path(text: str) -> Path:
+    """A path argument; an empty one is refused (``Path("")`` would be the working folder)."""
+    if text == "":
+        raise argparse.ArgumentTypeError("an empty path; name a folder or file")
+    return Path(text)
+
+
 def _typed(setting):
     def parse(text: str):
         try:
@@ -127,7 +138,7 @@ def _add_train_flags(t: argparse.ArgumentParser) -> None:
             t.add_argument(flag, dest=f.name, action="store_const", const=True, help=help_text)
         else:
             t.add_argument(flag, dest=f.name, type=kind, help=help_text)
-    t.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATASET-TIME)")
+    t.add_argument("--out", type=_path, help="run folder (default runs/MODEL-DATASET-TIME)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     t.add_argument("--eval-samples", type=int,
@@ -176,24 +187,24 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--dir", type=Path, default=Path("."), help="where to write them (.)")
 
     e = sub.add_parser("evaluate", help="bounds on log p(x), active units, KL per dimension")
-    e.add_argument("run", type=Path, help="a run folder")
+    e.add_argument("run", type=_path, help="a run folder")
     e.add_argument("--num-samples", type=int, default=5000, help="importance samples (5000)")
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="draw new data from a trained run's prior")
-    s.add_argument("run", type=Path, help="a run folder")
+    s.add_argument("run", type=_path, help="a run folder")
     s.add_argument("--num", type=int, default=64, help="how many (default 64)")
-    s.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    s.add_argument("--out", type=_path, required=True, help="PNG file to write")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--label", type=int,
                    help="draw every image of this class (conditional models such as cvae)")
 
     pl = sub.add_parser("plot", help="latent interpolation, traversal or 2-D latent map")
-    pl.add_argument("run", type=Path, help="a run folder")
+    pl.add_argument("run", type=_path, help="a run folder")
     pl.add_argument("--kind", required=True, choices=LATENT_PICTURES)
-    pl.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    pl.add_argument("--out", type=_path, required=True, help="PNG file to write")
     pl.add_argument("--seed", type=_seed, default=0)
     pl.add_argument("--device", default="auto")
 
@@ -201,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("diagnose", help="ArviZ diagnostics of a run's guide: NetCDF, PSIS "
                        "k-hat per point, NUTS reference for one point, PNG plots")
-    g.add_argument("run", type=Path, help="a run folder")
+    g.add_argument("run", type=_path, help="a run folder")
     g.add_argument("--points", type=int, default=200, help="test points (default 200)")
     g.add_argument("--draws", type=int, default=1000, help="guide draws per point (1000)")
     g.add_argument("--ppc-draws", type=int, default=20,
@@ -372,6 +383,7 @@ def _cmd_sample(args, flags) -> int:
     check_positive("--num", args.num)
     if args.out.suffix.lower() != ".png":
         raise ConfigError(f"--out must name a .png file, got {args.out}")
+    check_new_file(args.out)
     opened = runner.open_run(args.run, resolve_device(args.device))
     set_seed(args.seed)
     if args.label is not None:
@@ -387,6 +399,7 @@ def _cmd_plot(args, flags) -> int:
 
     if args.out.suffix.lower() != ".png":
         raise ConfigError(f"--out must name a .png file, got {args.out}")
+    check_new_file(args.out)
     opened = runner.open_run(args.run, resolve_device(args.device))
     require_local_latents(opened.model, opened.data, f"the {args.kind} picture")
     set_seed(args.seed)
@@ -456,13 +469,13 @@ def main(argv: list[str] | None = None) -> int:
             args, flags = _parse(argv)
         except SystemExit as exc:  # --help, --version, or a usage error already printed
             return int(exc.code or 0)
-        return COMMANDS[args.command](args, flags)
+        with file_errors():  # an OSError no write site named: one line too
+            return COMMANDS[args.command](args, flags)
     except UserError as exc:
         return _error(str(exc))
     except KeyboardInterrupt:
-        kept = ("; the last finished epoch's checkpoint is kept (continue with --resume)"
-                if "train" in argv else "; nothing was changed (files are replaced whole)")
-        print(f"pyro-vae: interrupted{kept}", file=sys.stderr)
+        print("pyro-vae: interrupted; every file written is whole (a run with a checkpoint "
+              "continues with train --resume)", file=sys.stderr)
         return 130
     except Exception as exc:
         memory = out_of_memory(exc)

@@ -29,6 +29,7 @@ from pyro_vae.importance import log_weights, stored_log_weights
 from pyro_vae.metrics import json_ready
 from pyro_vae.models.base import LatentModel
 from pyro_vae.reference import check_nuts_settings
+from pyro_vae.runs import locked
 
 KHAT_GOOD, KHAT_OK = 0.5, 0.7
 NETCDF = "posterior.nc"
@@ -154,6 +155,7 @@ def save_khat_plot(khat: np.ndarray, path: str | Path, title: str = "") -> Path:
     return path
 
 
+@locked("diagnose")  # one writer per run folder: refused at once if it cannot be written
 def diagnose(run_dir: str | Path, points: int = 200, draws: int = 1000, ppc_draws: int = 20,
              nuts: bool = True, nuts_point: int = 0, nuts_samples: int = 500,
              nuts_warmup: int = 300, chains: int = 2, seed: int = 0,

@@ -1,11 +1,14 @@
 """Pictures as PNG files: prior samples, reconstructions, training curves.
 
 Image grids go through torchvision's ``make_grid``/``save_image``; charts through matplotlib's
-Agg backend (no display needed).
+Agg backend (no display needed). Every PNG is written atomically
+(:func:`pyro_vae.runs.atomic_write`): a failed write leaves no half picture and is one
+:class:`~pyro_vae.errors.RunFolderError` naming the file and the reason.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import torch  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from pyro_vae.models.base import LatentModel  # noqa: E402
+from pyro_vae.runs import atomic_write  # noqa: E402
 
 
 def is_image(shape: Sequence[int]) -> bool:
@@ -32,17 +36,22 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int, min_side: int =
     if factor > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, path, nrow=nrow, padding=2, pad_value=1)
+    png = io.BytesIO()
+    save_image(images, png, format="png", nrow=nrow, padding=2, pad_value=1)
+    atomic_write(path, png.getvalue())
     return path
 
 
-def save_figure(fig, path: str | Path) -> Path:
-    """Save a matplotlib figure as a PNG (folders made as needed) and close it."""
+def save_figure(fig, path: str | Path, **savefig) -> Path:
+    """Save a matplotlib figure as a PNG (folders made as needed) and close it; ``savefig``:
+    options of ``Figure.savefig`` (default ``dpi=120, bbox_inches="tight"``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    png = io.BytesIO()
+    try:
+        fig.savefig(png, format="png", **({"dpi": 120, "bbox_inches": "tight"} | savefig))
+    finally:
+        plt.close(fig)
+    atomic_write(path, png.getvalue())
     return path
 
 

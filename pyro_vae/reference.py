@@ -31,6 +31,7 @@ from pyro_vae import arviz_compat as azc
 from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.gmm import GMM
+from pyro_vae.plots import save_figure
 
 
 def check_nuts_settings(num_samples: int, warmup: int, num_chains: int) -> None:
@@ -191,6 +192,5 @@ def compare_posteriors(reference: dict[str, np.ndarray], approx: dict[str, np.nd
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path, dpi=110, bbox_inches=None)
     return table

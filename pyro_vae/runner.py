@@ -20,12 +20,21 @@ diagnose`` and every example that trains -- so every folder opens with every com
   and draws the pictures;
 * :func:`open_run` rebuilds a trained run's model (also a user's own class, from the spec the
   folder recorded) with its weights and data.
+
+A folder has one writer at a time: :func:`run`, :func:`resume`, :func:`finish`,
+:func:`evaluate_run` (and :func:`pyro_vae.diagnostics.diagnose`) hold its lock
+(:meth:`~pyro_vae.runs.RunFolder.lock`) while they work, so a second writer is refused with a
+:class:`~pyro_vae.errors.RunFolderError` before it writes anything, and a folder that cannot be
+written is refused before any training or evaluation. A new run that fails before its first
+checkpoint leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import stat
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +49,7 @@ from pyro_vae.metrics import evaluate_all, json_ready
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.registry import resolve
 from pyro_vae.run_config import EvalConfig, RunConfig
-from pyro_vae.runs import RunFolder
+from pyro_vae.runs import CONFIG, LOCK, RunFolder, atomic_write, check_new_folder, locked
 from pyro_vae.runtime import resolve_device, set_seed
 from pyro_vae.structure import global_latent_sites
 from pyro_vae.train import TrainConfig, TrainResult, check_data, train
@@ -92,30 +101,66 @@ def _construct(cls: type[LatentModel], settings: Any, shape: tuple[int, ...]) ->
 
 
 def _writable_folder(out: str | os.PathLike) -> RunFolder:
-    path = Path(out)
-    if str(out) == "":
-        raise ConfigError("--out is empty; name the run folder")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out {path} is a file, not a folder")
-    folder = RunFolder(path)
-    if folder.has_checkpoint():
-        raise ConfigError(f"{path} already holds a run; choose another --out, or continue "
-                          f"it (pyro-vae train --resume --out {path})")
-    if folder.is_run():  # a run stopped before its first checkpoint: nothing to lose
-        log.warning("%s holds a run that never reached a checkpoint; starting it over", path)
+    """The folder of a new run, refused before any work if it is empty, a file, under a file,
+    not writable or already holds a run (:func:`pyro_vae.runs.check_new_folder`)."""
+    folder = RunFolder(check_new_folder(out))
+    _refuse_a_run(folder)
     return folder
 
 
+def _refuse_a_run(folder: RunFolder) -> None:
+    if folder.has_checkpoint():
+        raise ConfigError(f"{folder.path} already holds a run; choose another --out, or "
+                          f"continue it (pyro-vae train --resume --out {folder.path})")
+
+
+def _undo_new_run(folder: RunFolder):
+    """What puts the folder back as it is now (before a new run writes into it): a function
+    that removes the files made since and restores ``config.json``."""
+    before = folder.names()
+    config = folder.file(CONFIG)
+    kept = (config.read_bytes(), config.stat().st_mode) if config.is_file() else None
+
+    def undo() -> None:
+        for name in folder.names() - before - {LOCK}:
+            with contextlib.suppress(OSError):
+                folder.file(name).unlink()
+        if kept is not None:
+            with contextlib.suppress(OSError, RunFolderError):
+                if not config.is_file() or config.read_bytes() != kept[0]:
+                    atomic_write(config, kept[0])
+                config.chmod(stat.S_IMODE(kept[1]))
+    return undo
+
+
 def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> RunResult:
-    """Train a new run into the folder ``out`` and finish it (see the module docstring)."""
+    """Train a new run into the folder ``out`` and finish it (see the module docstring).
+
+    The folder is checked before any work and locked (one writer, :meth:`RunFolder.lock`)
+    before anything is written. A run that fails or is interrupted before its first
+    checkpoint leaves nothing behind: the files it wrote are removed (a ``config.json`` it
+    replaced is put back) and so is the folder if this call made it. After the first
+    checkpoint everything stays, to be resumed."""
     folder = _writable_folder(out)
     opened = build(config, folder=folder)
-    folder.write_config(config.to_json())
-    data = opened.data
-    log.info("training %s on %s (%s, %d points) on %s -> %s", config.model, config.dataset,
-             data.binarize, data.num_train, data.device, folder.path)
-    result = train(opened.model, data, config.train, folder, progress=progress)
-    return RunResult(opened, result, finish(opened, result, progress=progress))
+    with folder.lock("train", create=True) as lock:
+        _refuse_a_run(folder)  # another process may have trained into it meanwhile
+        if folder.is_run():  # a run stopped before its first checkpoint: nothing to lose
+            log.warning("%s holds a run that never reached a checkpoint; starting it over",
+                        folder.path)
+        undo = _undo_new_run(folder)
+        try:
+            folder.write_config(config.to_json())
+            data = opened.data
+            log.info("training %s on %s (%s, %d points) on %s -> %s", config.model,
+                     config.dataset, data.binarize, data.num_train, data.device, folder.path)
+            result = train(opened.model, data, config.train, folder, progress=progress)
+        except BaseException:
+            if not folder.has_checkpoint():
+                undo()
+                lock.remove_created = True
+            raise
+        return RunResult(opened, result, finish(opened, result, progress=progress))
 
 
 def _refuse_change(name: str, given: Any, kept: Any, what: str) -> None:
@@ -154,11 +199,13 @@ def restated(saved: RunConfig, changes: dict[str, Any], *, model: str | None = N
     return replace(saved, train=TrainConfig(**train_values))
 
 
+@locked("train --resume")
 def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | None = None,
            model: str | None = None, dataset: str | None = None, binarize: str | None = None,
            model_settings: dict[str, Any] | None = None, **train_changes: Any) -> RunResult:
     """Continue the run in ``out`` from its last checkpoint, e.g. ``resume(out, epochs=200)``;
-    see :func:`restated` for what may be restated and what may change."""
+    see :func:`restated` for what may be restated and what may change. The folder is locked
+    (one writer) before anything else, so one that cannot be written is refused at once."""
     folder = RunFolder(out)
     saved = read_config(folder)
     if not folder.has_checkpoint():
@@ -196,7 +243,13 @@ def run_metrics(config: RunConfig, result: TrainResult, device: torch.device) ->
 
 def finish(opened: Run, result: TrainResult | None = None, *, progress: bool = True) -> dict:
     """Evaluate a trained run, merge ``metrics.json`` and draw its pictures; returns the
-    merged metrics. ``result`` (the training's) adds the training's own figures."""
+    merged metrics. ``result`` (the training's) adds the training's own figures. Holds the
+    folder's lock (re-entrant: :func:`run` and :func:`resume` hold it already)."""
+    with opened.folder.lock("finish"):
+        return _finish(opened, result, progress)
+
+
+def _finish(opened: Run, result: TrainResult | None, progress: bool) -> dict:
     from pyro_vae.latent_plots import save_latent_pictures
     from pyro_vae.plots import save_run_pictures
 
@@ -245,10 +298,12 @@ def _open(path: str | os.PathLike, device: torch.device | str) -> tuple[Run, dic
     return opened, state
 
 
+@locked("evaluate")
 def evaluate_run(path: str | os.PathLike, settings: EvalConfig | None = None,
                  device: torch.device | str = "cpu", progress: bool = True) -> dict:
     """Evaluate a trained run again (``pyro-vae evaluate``): the metrics registry with
-    ``settings`` (default: the run's own), merged into ``metrics.json``."""
+    ``settings`` (default: the run's own), merged into ``metrics.json``; holds the folder's
+    lock."""
     opened = open_run(path, device)
     settings = opened.config.eval if settings is None else settings
     opened.config = replace(opened.config, eval=replace(settings, pictures=False))
