@@ -98,7 +98,7 @@ class TrainConfig:
         if self.kl_warmup_epochs < 0:
             raise ConfigError(f"kl-warmup-epochs must be a whole number >= 0, got "
                               f"{self.kl_warmup_epochs!r}")
-        check_number("free-bits (nats)", self.free_bits, minimum=0)
+        check_number("free-bits", self.free_bits, minimum=0)
         objectives.check_config(self)
 
 
@@ -129,7 +129,8 @@ def _check_record(record: dict, epoch: int, run: RunFolder | None) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             why = (" (every step's loss was finite, their sum overflowed: the losses are huge)"
                    if key == "train_elbo" else "")
-            raise TrainingDiverged(f"the {key} of epoch {epoch + 1} is {value}{why}; "
+            raise TrainingDiverged(f"training diverged: the {key} of epoch {epoch + 1} is "
+                                   f"{value}{why}; "
                                    f"{_kept(epoch, run)}; try a smaller --lr")
 
 

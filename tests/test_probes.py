@@ -552,17 +552,17 @@ PROBES: list[Probe] = [
           ("lr", "-1", r"learning rate must be positive"),
           ("lr", "0", r"learning rate must be positive"),
           ("lr", "x", r"invalid float value: 'x'"),
-          ("lr", "nan", r"learning rate"),
+          ("lr", "nan", r"'lr' must be a finite number, got nan"),
           ("adam-eps", "0", r"adam eps must be positive"),
-          ("adam-eps", "nan", r"adam eps"),
+          ("adam-eps", "nan", r"adam.eps"),
           ("baseline-lr", "0", r"baseline lr must be positive"),
           ("beta", "-1", r"beta must be >= 0"),
           ("beta", "nan", r"beta"),
           ("kl-warmup-epochs", "-1", r"kl-warmup-epochs must be a whole number >= 0"),
           ("kl-warmup-epochs", "x", r"invalid int value"),
           ("free-bits", "-1", r"free-bits must be >= 0"),
-          ("free-bits", "nan", r"free-bits"),
-          ("seed", "x", r"invalid int value: 'x'"),
+          ("free-bits", "nan", r"free.bits"),
+          ("seed", "x", r"--seed: expected a whole number from 0 to 2\*\*32-1, got 'x'"),
           ("eval-samples", "-1", r"--eval-samples must be a whole number >= 0"),
           ("eval-samples", "77", r"must be a multiple of every IWAE k"),
           ("eval-samples", "x", r"invalid int value"),
@@ -767,7 +767,7 @@ PROBES: list[Probe] = [
     P("sample-unknown-device", ["sample", "{RUN}", "--out", "{OUT}/s.png", "--device", "tpu"],
       r"unknown device 'tpu'", run="vae"),
     P("sample-seed-x", ["sample", "{RUN}", "--out", "{OUT}/s.png", "--seed", "x"],
-      r"invalid int value", run="vae"),
+      r"--seed: expected a whole number", run="vae"),
     P("sample-corrupt-checkpoint", ["sample", "{RUN}", "--out", "{OUT}/s.png"],
       r"is corrupt or unreadable", run="vae",
       setup=write("{RUN}/checkpoint.pt", b"garbage")),
@@ -789,7 +789,7 @@ PROBES: list[Probe] = [
       r"--draws must be at least 100", run="vae"),
     P("diagnose-nuts-point", [*DIAG, "--nuts-point", "50"], r"--nuts-point must be in 0..4",
       run="vae"),
-    P("diagnose-ppc-draws", [*DIAG, "--ppc-draws", "-1"], r"posterior predictive draws",
+    P("diagnose-ppc-draws", [*DIAG, "--ppc-draws", "-1"], r"--ppc-draws must be in 0\.\.100",
       run="vae"),
     P("diagnose-not-a-run", ["diagnose", "{TMP}"], r"is not a run folder"),
     P("diagnose-unknown-device", ["diagnose", "{RUN}", "--device", "tpu"],
@@ -817,10 +817,10 @@ PROBES: list[Probe] = [
     *[P(f"train-{flag}-{value}", [*T_OUT, f"--{flag}", value, *extra], pattern, no_steps=True,
         known=2)
       for flag, value, pattern, extra in [
-          ("lr", "inf", r"(?i)(--lr|learning rate)", []),
-          ("lr", "-inf", r"(?i)(--lr|learning rate)", []),
+          ("lr", "inf", r"(?i)(--lr|learning rate|'lr')", []),
+          ("lr", "-inf", r"(?i)(--lr|learning rate|'lr')", []),
           ("beta", "inf", r"beta", []),
-          ("free-bits", "inf", r"free-bits", []),
+          ("free-bits", "inf", r"free.bits", []),
           ("adam-eps", "inf", r"(?i)adam.eps", []),
           ("baseline-lr", "inf", r"(?i)baseline.lr",
            ["--objective", "tracegraph", "--baseline", "neural"]),
@@ -887,7 +887,14 @@ PROBES: list[Probe] = [
           ("nan-weight", r"(?i)(nan|finite)", _nan_weight),
       ]
       for cmd, argv in [("resume", [*RESUME, "--epochs", "3"]),
-                        ("evaluate", EVAL)]],
+                        ("evaluate", EVAL)]
+      if cmd == "resume" or what == "nan-weight"],
+    # evaluate reads the weights alone: a checkpoint without training state still evaluates
+    *[P(f"ckpt-{what}-evaluate", EVAL, code=0, run="vae", unchanged=False,
+        setup=edit_checkpoint(edit))
+      for what, edit in [("no-rng", lambda s: s.pop("rng")),
+                         ("optim-garbage", lambda s: s.update(optim="garbage")),
+                         ("history-none", lambda s: s.update(history=None))]],
     P("ckpt-optim-garbage-dict-resume", [*RESUME, "--epochs", "3"], r"optim", run="vae",
       no_steps=True, known=8,
       setup=edit_checkpoint(lambda s: s.update(optim={"garbage": 1}))),
@@ -934,12 +941,12 @@ PROBES: list[Probe] = [
     *[P(f"sigint-{how}-{delay}s", argv, code=130, sigint=delay, known=16,
         skip=(lambda: None if (Path(sys.executable).parent / "pyro-vae").exists()
               else "no pyro-vae script next to sys.executable") if how == "script" else None)
-      for how, argv in (("module", ["{PY}", "-m", "pyro_vae.cli", "list"]),
+      for how, argv in (("module", ["{PY}", "-m", "pyro_vae", "list"]),
                         ("script", ["{SCRIPT}", "list"]))
       for delay in (0.2, 1.0)],
     # 17. a stale temporary file of a killed checkpoint write
     P("stale-checkpoint-tmp", [*RESUME, "--epochs", "3"], code=0, run="vae", unchanged=False,
-      setup=write("{RUN}/.checkpoint.pt.k1ll3d.tmp", b"half a checkpoint"), known=17,
+      setup=write("{RUN}/.checkpoint.pt.k1ll3d00.tmp", b"half a checkpoint"), known=17,
       check=no_temporary_files),
     # 18. --epochs below the run's
     P("resume-fewer-epochs", [*RESUME, "--epochs", "1"], r"(?i)epoch", run="vae",
@@ -1096,9 +1103,9 @@ def _train_a_plain_module():
 API_PROBES = [  # id, call, expected error, regex on its message, known failure
     ("TrainConfig-epochs-0", lambda: _train_config(epochs=0), ConfigError, r"epochs", None),
     ("TrainConfig-epochs-float", lambda: _train_config(epochs=1.5), ConfigError,
-     r"whole number", None),
+     r"'epochs' expects int", None),
     ("TrainConfig-lr-nan", lambda: _train_config(lr=math.nan), ConfigError,
-     r"learning rate", None),
+     r"'lr' must be a finite number", None),
     ("TrainConfig-objective", lambda: _train_config(objective="nope"), ConfigError,
      r"unknown objective", None),
     ("TrainConfig-device", lambda: _train_config(device="tpu"), ConfigError,
