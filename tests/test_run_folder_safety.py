@@ -201,7 +201,12 @@ def test_a_second_writer_is_refused_and_the_first_goes_on(tmp_path, capsys):
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     try:
-        assert first.stdout.readline() == "paused\n", first.stderr.read()
+        lines = []  # the run's info lines come first on stdout, then the pause
+        for line in first.stdout:
+            lines.append(line)
+            if line == "paused\n":
+                break
+        assert lines and lines[-1] == "paused\n", "".join(lines)
         (run / ".metrics.json.live0000.tmp").write_bytes(b"being written")
         before = snapshot(run)
         holder = f"is in use by another pyro-vae process (pid {first.pid}: train)"
