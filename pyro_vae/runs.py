@@ -112,7 +112,7 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None] | bytes)
 
 
 def write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)  # valid JSON + "\n"
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"  # valid JSON
     atomic_write(path, text.encode())
 
 

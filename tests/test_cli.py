@@ -209,7 +209,7 @@ def test_interrupt_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(FastStepper, "step", step)
     code, _, err = _run(["train", "--resume", "--out", out, "--epochs", "3", "--eval-samples",
                          "0", "--no-progress"], capsys)
-    assert code == 130 and "continue with --resume" in err
+    assert code == 130 and "continues with train --resume" in err
     assert (out / "checkpoint.pt").read_bytes() == before
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
