@@ -28,6 +28,7 @@ from pyro_vae.errors import ConfigError, check_positive, check_seed
 from pyro_vae.importance import log_weights, stored_log_weights
 from pyro_vae.metrics import json_ready
 from pyro_vae.models.base import LatentModel
+from pyro_vae.plots import save_figure
 from pyro_vae.reference import check_nuts_settings
 from pyro_vae.runs import locked
 
@@ -149,10 +150,7 @@ def save_khat_plot(khat: np.ndarray, path: str | Path, title: str = "") -> Path:
                 f" {s['khat_bad']} poor (>0.7)")
     b.set_xlabel("points")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, bbox_inches=None)  # atomic, like every PNG
 
 
 @locked("diagnose")  # one writer per run folder: refused at once if it cannot be written

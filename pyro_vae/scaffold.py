@@ -7,6 +7,7 @@ import keyword
 from pathlib import Path
 
 from pyro_vae.errors import ConfigError
+from pyro_vae.runs import atomic_write, check_new_file
 
 MODEL = '''"""{cls}: a variational autoencoder written as a pyro_vae model/guide pair.
 
@@ -136,8 +137,12 @@ def write_model_files(name: str, folder: str | Path = ".") -> list[Path]:
     for path in (model, test):
         if path.exists():
             raise ConfigError(f"{path} already exists; choose another name or --dir")
-    folder.mkdir(parents=True, exist_ok=True)
+    check_new_file(model, "--dir")  # not under a file, not in a folder that cannot be written
     cls = class_name(name)
-    model.write_text(MODEL.format(name=name, cls=cls))
-    test.write_text(TEST.format(name=name, cls=cls))
+    try:  # both files or neither
+        atomic_write(model, MODEL.format(name=name, cls=cls).encode())
+        atomic_write(test, TEST.format(name=name, cls=cls).encode())
+    except BaseException:
+        model.unlink(missing_ok=True)
+        raise
     return [model, test]
