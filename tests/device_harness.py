@@ -25,15 +25,16 @@ loaded without ``map_location`` lands on ``cuda``); ``map_location="cpu"`` gives
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
-import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 import torch.serialization as tser
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -113,9 +114,12 @@ class DeviceTensor(torch.Tensor):
                               f"Tensor.cpu() to copy the tensor to host memory first ({_site()})")
 
     def tolist(self):
-        raise DeviceRuleError(f".tolist() of a cuda:0 tensor reads it on the host without "
-                              f".cpu() ({_site()}); CUDA allows it but it is a device sync: "
-                              "call .cpu() first")
+        """CUDA allows it (a device sync): a host read, or an error under ``tolist_raises``."""
+        mode = _ACTIVE[-1] if _ACTIVE else None
+        if mode is None or mode.tolist_raises:
+            raise DeviceRuleError(f".tolist() of a cuda:0 tensor without .cpu() ({_site()})")
+        mode.host_reads.append(HostRead("Tensor.tolist", _site(), _lib_site()))
+        return self.cpu().tolist()
 
     def __array__(self, *args, **kwargs):
         return self.numpy()
@@ -171,10 +175,66 @@ def _gen_device(g) -> torch.device:
     return getattr(g, "_sim_device", torch.device("cpu"))
 
 
+# calls whose device="cpu" means the CPU, not the options of their inputs
+CONVERSIONS = {"cpu", "to", "tolist", "numpy", "item", "cuda", "__array__", "__reduce_ex__",
+               "__deepcopy__", "__repr__", "__format__", "type", "_to_copy", "copy_"}
+
+
+class GeneratorRuleMode(TorchFunctionMode):
+    """``generator=`` checked where Python still holds the :class:`SimGenerator` (the
+    dispatcher hands a dispatch mode a fresh ``torch._C.Generator`` wrapper), and the C++ ops
+    that take device tensors marked for the dispatch mode."""
+
+    def __init__(self, dispatch: DeviceRuleMode | None = None):
+        super().__init__()
+        self.dispatch = dispatch
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        gen = kwargs.get("generator")
+        if isinstance(gen, _ORIG_GENERATOR):
+            dev = kwargs.get("device")
+            if dev is not None:
+                want = torch.device(dev).type
+            else:
+                flat = tree_flatten(args)[0]
+                want = "cuda" if any(_is_dev(t) for t in flat) else "cpu"
+            have = _gen_device(gen).type
+            if have != want:
+                raise DeviceRuleError(
+                    f"{getattr(func, '__name__', func)}: Expected a '{want}' device type for "
+                    f"generator but found '{have}' (a {have} generator= feeds a draw onto "
+                    f"{want}, at {_site()})")
+        if self.dispatch is None or inspect.isfunction(func) \
+                or isinstance(func, torch._ops.OpOverload) \
+                or getattr(func, "__name__", "") in CONVERSIONS \
+                or not any(_is_dev(t) for t in tree_flatten((args, kwargs))[0]):
+            return func(*args, **kwargs)
+        # a C++ op on device tensors: the tensors it makes inside take its inputs' options,
+        # which on CUDA is the device (here the wrapper's C++ device, the CPU)
+        self.dispatch.inside_device_op += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self.dispatch.inside_device_op -= 1
+
+
+def _lib_site() -> str | None:
+    """``file:line`` of the nearest pyro_vae frame (who asked, when the read is in Pyro)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if f"{os.sep}pyro_vae{os.sep}" in frame.f_code.co_filename:
+            return f"pyro_vae/{frame.f_code.co_filename.rsplit('pyro_vae/', 1)[1]}:" \
+                   f"{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
 @dataclass
 class HostRead:
     op: str
-    site: str
+    site: str  # the line that read (maybe in Pyro)
+    lib_site: str | None = None  # the nearest pyro_vae line on the way there
 
 
 @dataclass
@@ -185,15 +245,18 @@ class DeviceRuleMode(TorchDispatchMode):
     cuda_generator: torch.Generator = field(default_factory=lambda: _ORIG_GENERATOR("cpu"))
     ops: Counter = field(default_factory=Counter)
 
+    tolist_raises: bool = False
+    inside_device_op: int = 0
+
     def __post_init__(self):
         super().__init__()
-        self.sites: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __hash__(self):
         return id(self)
 
-    def _cpu_site(self, t: torch.Tensor) -> str:
-        site = self.sites.get(t)
+    @staticmethod
+    def _cpu_site(t: torch.Tensor) -> str:
+        site = getattr(t, "_harness_site", None)
         return f", created at {site}" if site else ""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -211,7 +274,10 @@ class DeviceRuleMode(TorchDispatchMode):
                 kwargs["device"] = torch.device("cpu")
                 to_device = True
             elif dev_kw.type == "cpu":
-                to_device = False
+                # inside a C++ op on device tensors, "cpu" is its inputs' options
+                to_device = self.inside_device_op > 0
+                if to_device:
+                    dev_kw = DEVICE
         if dev_in and func not in MIXED_OK and dev_kw is None:
             for t in tensors:
                 if not _is_dev(t) and t.dim() > 0:
@@ -220,25 +286,25 @@ class DeviceRuleMode(TorchDispatchMode):
                         f"cuda:0 tensor and a cpu tensor of shape {tuple(t.shape)}"
                         f"{self._cpu_site(t)} (at {_site()})")
         if func is aten._local_scalar_dense.default and dev_in:
-            self.host_reads.append(HostRead(str(func), _site()))
-        if any(a.name == "generator" for a in func._schema.arguments):
-            gen = kwargs.get("generator")
-            if gen is None and to_device:
-                kwargs["generator"] = self.cuda_generator
-            elif gen is not None:
-                gdev = _gen_device(gen)
-                if gdev.type != ("cuda" if to_device else "cpu"):
-                    want = "cuda" if to_device else "cpu"
-                    raise DeviceRuleError(
-                        f"{func}: Expected a '{want}' device type for generator but found "
-                        f"'{gdev.type}' (a {gdev.type} generator= feeds a draw onto "
-                        f"{want}, at {_site()})")
+            self.host_reads.append(HostRead(str(func), _site(), _lib_site()))
+        # a device draw without generator= uses the (simulated) default CUDA generator
+        cuda_draw = (to_device and kwargs.get("generator") is None
+                     and torch.Tag.nondeterministic_seeded in func.tags)
         wrappers = {id(t.elem): t for t in dev_in}
 
         def unwrap(t):
             return t.elem if _is_dev(t) else t
 
-        out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+        if cuda_draw:
+            cpu_state = torch.get_rng_state()
+            torch.set_rng_state(self.cuda_generator.get_state())
+            try:
+                out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+            finally:
+                self.cuda_generator.set_state(torch.get_rng_state())
+                torch.set_rng_state(cpu_state)
+        else:
+            out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
         if func is aten._to_copy.default and dev_kw is not None and dev_kw.type == "cpu":
             return out
 
@@ -251,16 +317,13 @@ class DeviceRuleMode(TorchDispatchMode):
 
         if to_device:
             return tree_map(wrap, out)
-        if not tensors and dev_kw is None:  # a CPU factory without device=: note the line
-            site = _site()
+        # (the dispatcher fills in device=cpu: a factory without device= looks the same)
+        site = _site() if not tensors \
+            else getattr(tensors[0], "_harness_site", None) if tensors else None
+        if site is not None:  # a CPU factory, or derived from one: its line
             for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor):
-                    self.sites[t] = site
-        elif tensors and tensors[0] in self.sites:
-            site = self.sites[tensors[0]]
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor) and t is not tensors[0]:
-                    self.sites[t] = site
+                if isinstance(t, torch.Tensor) and getattr(t, "_harness_site", None) is None:
+                    t._harness_site = site
         return out
 
 
@@ -366,11 +429,12 @@ _ORIG_TO = torch.Tensor.to
 def _plain_to(self, *args, **kwargs):
     """``Tensor.to`` of a CPU tensor: ``cuda`` without an index is ``cuda:0`` (torch's own asks
     the CUDA driver for the current device)."""
+    copy = kwargs.pop("copy", False)
     device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
     if device is None or device.type != "cuda":
-        return _ORIG_TO(self, *args, **kwargs)
+        return _ORIG_TO(self, *args, copy=copy, **kwargs)
     _check_index(device)
-    kw = {"non_blocking": non_blocking, "copy": kwargs.get("copy", False)}
+    kw = {"non_blocking": non_blocking, "copy": copy}
     if memory_format is not None:
         kw["memory_format"] = memory_format
     return _ORIG_TO(self, DEVICE, dtype if dtype is not None else self.dtype, **kw)
@@ -464,7 +528,7 @@ def simulated_cuda(*, patch=None) -> Iterator[DeviceRuleMode]:
         for (obj, name), value in patches.items():
             setattr(obj, name, value)
         _ACTIVE.append(mode)
-        with mode:
+        with mode, GeneratorRuleMode(mode):
             yield mode
     finally:
         torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
