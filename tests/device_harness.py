@@ -417,6 +417,27 @@ def _sim_load(f, map_location=None, *args, **kwargs):
     return _ORIG_LOAD(f, *args, map_location=map_location, **kwargs)
 
 
+_DEV_SHELLS: dict[type, type] = {}
+
+
+def _provenance_new(orig):
+    """``pyro.ops.provenance.ProvenanceTensor(data)`` of a device tensor: ``as_subclass`` of a
+    wrapper bypasses the dispatch mode, so the shell is made of the CPU values and says
+    ``cuda``; every op still runs on ``_t``, the device tensor (its ``__torch_function__``)."""
+    def new(cls, data, provenance=frozenset(), **kwargs):
+        if not _is_dev(data) or not provenance:
+            return orig(cls, data, provenance, **kwargs)
+        shell = _DEV_SHELLS.get(cls)
+        if shell is None:
+            shell = _DEV_SHELLS[cls] = type(f"Device{cls.__name__}", (cls,), {
+                "device": DeviceTensor.device, "is_cuda": DeviceTensor.is_cuda})
+        ret = data.elem.as_subclass(shell)
+        ret._t = data
+        ret._provenance = provenance
+        return ret
+    return staticmethod(new)
+
+
 def _plain_cuda(self, device=None, non_blocking=False, memory_format=torch.preserve_format):
     """``Tensor.cuda()`` of a CPU tensor (torch's own asks the CUDA driver first)."""
     _check_index(device)
@@ -515,6 +536,9 @@ def simulated_cuda(*, patch=None) -> Iterator[DeviceRuleMode]:
         (torch, "load"): _sim_load,
         **(patch or {}),
     }
+    from pyro.ops.provenance import ProvenanceTensor
+
+    patches[(ProvenanceTensor, "__new__")] = _provenance_new(ProvenanceTensor.__new__)
     import torch.cuda.random as cuda_random
     for name in ("manual_seed", "manual_seed_all", "get_rng_state", "get_rng_state_all",
                  "set_rng_state", "set_rng_state_all", "seed", "seed_all", "initial_seed"):
