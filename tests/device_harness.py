@@ -393,8 +393,10 @@ def _map_nested(fn, obj):
     if isinstance(obj, torch.Tensor):
         return fn(obj)
     if isinstance(obj, dict):
-        return type(obj)((k, _map_nested(fn, v)) for k, v in obj.items()) \
-            if type(obj) is not dict else {k: _map_nested(fn, v) for k, v in obj.items()}
+        out = type(obj)((k, _map_nested(fn, v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a state_dict's versions
+            out._metadata = obj._metadata
+        return out
     if isinstance(obj, list):
         return [_map_nested(fn, v) for v in obj]
     if isinstance(obj, tuple) and not hasattr(obj, "_fields"):

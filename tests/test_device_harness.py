@@ -64,6 +64,17 @@ def test_device_tensors_report_cuda_and_hold_cpu_values():
     assert not torch.cuda.is_available() or torch.cuda.device_count() >= 1
 
 
+def test_leaving_the_simulation_puts_torch_back():
+    before = (torch.cuda.is_available, torch.Generator, torch.tensor, torch.Tensor.to,
+              torch.Tensor.cuda, torch.save, torch.load, torch.cuda.get_rng_state)
+    with simulated_cuda():
+        torch.zeros(2, device="cuda")
+    after = (torch.cuda.is_available, torch.Generator, torch.tensor, torch.Tensor.to,
+             torch.Tensor.cuda, torch.save, torch.load, torch.cuda.get_rng_state)
+    assert before == after
+    assert not torch.__future__.get_overwrite_module_params_on_conversion()
+
+
 def _mix():
     x = torch.ones(3, device="cuda")
     w = torch.ones(3)  # the planted CPU tensor
