@@ -93,7 +93,8 @@ class DeviceTensor(torch.Tensor):
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         raise DeviceRuleError(f"{func} ran on a simulated device tensor outside "
-                              "simulated_cuda()")
+                              "simulated_cuda(), or through a path that skips dispatch modes "
+                              "(Tensor.as_subclass: see _provenance_new)")
 
     @property
     def device(self) -> torch.device:
