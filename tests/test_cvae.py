@@ -124,3 +124,19 @@ def test_sample_label_on_the_command_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "needs a class-conditional model" in err
     assert not (tmp_path / "y.png").exists()
 
+
+def test_the_classifier_leaves_every_generator_alone(digits, monkeypatch):
+    """Reproducible from its seed; the CPU stream is the same after it; no CUDA generator is
+    seeded (``torch.manual_seed`` would reseed every GPU's, which ``fork_rng(devices=[])``
+    does not put back)."""
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: seeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: seeded.append(seed))
+    torch.manual_seed(1)
+    seeded.clear()
+    state = torch.get_rng_state()
+    a = train_classifier(digits, epochs=1, seed=3)
+    assert torch.equal(torch.get_rng_state(), state) and seeded == []
+    b = train_classifier(digits, epochs=1, seed=3)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
