@@ -208,11 +208,11 @@ class FastStepper:
 
     def _discover(self, x, y, num_data: int) -> list[torch.Tensor]:
         """The parameters the programs register (the RNG is put back: nothing is consumed)."""
-        state = rng_state()
+        state = rng_state(x.device)  # the programs draw on the data's device (and the CPU)
         with poutine.block(), poutine.trace(param_only=True) as tr:
             self.elbo.differentiable_loss(self.model_fn, self.guide_fn, x, y,
                                           num_data=num_data)
-        set_rng_state(state)
+        set_rng_state(state, x.device)
         params = {}  # one entry per tensor: a module registered under two names is one tensor
         for site in tr.trace.nodes.values():
             p = site["value"].unconstrained()

@@ -8,8 +8,9 @@ results (minGPT's trainer, NumPyro's ``SVI.run``)::
 
 Each epoch ends with the test ELBO (one sample per point) and an atomic checkpoint holding the
 module's ``state_dict``, the optimizer state, the Pyro param store entries that live outside
-the module, every RNG state, the history and the elapsed seconds; ``resume=True`` continues
-from it and reaches the same parameters as an uninterrupted run (CPU, same seed).
+the module, the RNG states of the run's device, the history and the elapsed seconds;
+``resume=True`` continues from it and reaches the same parameters as an uninterrupted run
+(CPU, same seed).
 
 Each step runs on the fast path of :mod:`pyro_vae.engine` (``engine="fast"``, the default) or
 through Pyro's ``SVI`` object (``engine="svi"``); both give the same parameters. The loss stays
