@@ -18,7 +18,8 @@ and draw the same random numbers, so a seeded run reaches the same parameters ei
             reparameterized, Trace_ELBO's surrogate *is* the ELBO, so the loss is
             ``guide_trace.log_prob_sum() - model_trace.log_prob_sum()`` kept on the device,
             without Trace_ELBO's per-site ``.item()`` reads (each one a host-device sync on a
-            GPU); a particle with score-function sites gets Trace_ELBO's own surrogate;
+            GPU); a particle with score-function sites gets Trace_ELBO's surrogate, also
+            without reads;
           * ``meanfield`` and ``enum`` likewise (:class:`SyncFreeTraceMeanField_ELBO`,
             :class:`SyncFreeTraceEnum_ELBO`: no ``torch_item``, no ``warn_if_nan``; Pyro's
             ``compute_expectation`` still reads inside enum's Dice ELBO); the multi-sample
@@ -49,6 +50,7 @@ from pyro import poutine
 from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.infer.elbo import ELBO
+from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.traceenum_elbo import _compute_dice_elbo
 from pyro.infer.util import check_fully_reparametrized, is_validation_enabled
 from torch.distributions import kl_divergence
@@ -64,7 +66,8 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
     For a guide whose sample sites are all reparameterized, Trace_ELBO's surrogate equals the
     ELBO estimate itself, ``sum log p(x, z) - sum log q(z | x)`` (the score-function terms are
     zero), so the loss is that difference as a tensor. A particle with non-reparameterized
-    sites gets Trace_ELBO's own surrogate (score-function terms, read back with ``.item()``).
+    sites gets Trace_ELBO's surrogate (score-function terms), its value kept as a tensor too
+    (Pyro's reads each site's ``log_prob_sum`` back with ``torch_item``).
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
@@ -73,11 +76,36 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
             if all(site["fn"].has_rsample for site in guide_trace.nodes.values()
                    if site["type"] == "sample" and not site["is_observed"]):
                 particle = guide_trace.log_prob_sum() - model_trace.log_prob_sum()
-            else:  # score-function terms: Trace_ELBO's own surrogate for this particle
-                value, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+            else:  # score-function terms: Trace_ELBO's surrogate for this particle
+                value, surrogate = self._score_function_particle(model_trace, guide_trace)
                 particle = value + (surrogate - surrogate.detach())
             loss = loss + particle
         return loss / self.num_particles
+
+    @staticmethod
+    def _score_function_particle(model_trace, guide_trace):
+        """Pyro's ``Trace_ELBO._differentiable_loss_particle`` (pyro 1.9: the same terms, the
+        same partial Rao-Blackwellization by plates) with the value kept as a tensor instead
+        of a sum of ``torch_item`` reads: ``(minus the ELBO estimate, detached; minus the
+        surrogate)``."""
+        elbo, surrogate, log_r = 0.0, 0.0, None
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                elbo = elbo + site["log_prob_sum"].detach()
+                surrogate = surrogate + site["log_prob_sum"]
+        for site in guide_trace.nodes.values():
+            if site["type"] != "sample":
+                continue
+            _, score_function_term, entropy_term = site["score_parts"]
+            elbo = elbo - site["log_prob_sum"].detach()
+            if not is_identically_zero(entropy_term):
+                surrogate = surrogate - entropy_term.sum()
+            if not is_identically_zero(score_function_term):
+                if log_r is None:
+                    log_r = _compute_log_r(model_trace, guide_trace)
+                term = log_r.sum_to(site["cond_indep_stack"])
+                surrogate = surrogate + (term * score_function_term).sum()
+        return -elbo, -surrogate
 
 
 class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
