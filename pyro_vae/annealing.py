@@ -133,7 +133,20 @@ class FreeBitsELBO(Trace_ELBO):
         kl_mean = kl.mean(dim=dim) if -dim <= kl.dim() else kl
         return p_site["scale"] * batch * kl_mean.clamp(min=self.free_bits).sum()
 
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The free-bits loss as a tensor, without a host read (the fast engine's path; it is
+        its own surrogate). Trace_ELBO's reads the value back twice and adds ``warn_if_nan``;
+        a NaN loss is caught by the training loop's guard instead."""
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss = loss + self._surrogate_loss(model_trace, guide_trace)
+        return loss / self.num_particles
+
     def _differentiable_loss_particle(self, model_trace, guide_trace):
+        loss = self._surrogate_loss(model_trace, guide_trace)
+        return loss.detach().item(), loss
+
+    def _surrogate_loss(self, model_trace, guide_trace) -> torch.Tensor:
         elbo = 0.0
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
@@ -147,8 +160,7 @@ class FreeBitsELBO(Trace_ELBO):
                     not site["is_observed"]:
                 raise ConfigError(f"--free-bits: guide site {name!r} is not one of the model's "
                                   f"latent_sites {self.latent_sites}")
-        loss = -elbo
-        return loss.detach().item(), loss
+        return -elbo
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         """The free-bits objective's estimate (Trace_ELBO's ``loss`` would give the ELBO)."""

@@ -7,8 +7,9 @@ A checkpoint is one ``torch.save``'d dict (written atomically by :class:`~pyro_v
 * ``param_store``: the Pyro param store entries that are *not* tensors of the module (a
   ``pyro.param`` created inside a program, an objective's own baseline network), by name;
 * ``optim``: the optimizer state in Pyro's per-parameter-name format (either engine);
-* ``rng``: every random number generator's state; ``history``, ``seconds``, ``epoch``,
-  ``train_config``.
+* ``rng``: the states of the random number generators the run draws from (torch's CPU
+  generator, NumPy's, Python's, and on a GPU that GPU's, with its index:
+  :func:`pyro_vae.runtime.rng_state`); ``history``, ``seconds``, ``epoch``, ``train_config``.
 
 Why the module's tensors are excluded from ``param_store`` by identity and not by name: a pair
 written in the style of Pyro's tutorial registers its sub-modules under their own names
@@ -103,14 +104,21 @@ def extra_params(model: torch.nn.Module) -> dict:
             "constraints": {k: state["constraints"][k] for k in keep}}
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s tensors live (the CPU for a module without any)."""
+    return next(iter(model.parameters()), torch.zeros(())).device
+
+
 def make_checkpoint(model, stepper, epoch: int, history: list[dict], seconds: float,
                     config) -> dict[str, Any]:
+    """The checkpoint dict (see the module docstring); the RNG states are those of the
+    generators a run on ``model``'s device draws from."""
     return {
         "epoch": epoch,
         "model": model.state_dict(),
         "optim": stepper.get_state(),
         "param_store": extra_params(model),
-        "rng": rng_state(),
+        "rng": rng_state(model_device(model)),
         "history": history,
         "seconds": seconds,
         "train_config": asdict(config),
@@ -121,19 +129,21 @@ def restore_checkpoint(state: dict, model, stepper, load_model_state) -> None:
     """Put ``model``, the param store, the optimizer and the RNGs back as ``state`` has them.
 
     ``state`` has passed :func:`check_state`; it is loaded on the CPU (RNG states must stay
-    there); the module's tensors and the param store's entries go to the module's device.
+    there); the module's tensors and the param store's entries go to the module's device,
+    and a saved CUDA generator state goes to that device's generator whatever GPU wrote it
+    (:func:`pyro_vae.runtime.set_rng_state` says what a change of device keeps).
 
     ``load_model_state(model, state)`` loads the module's ``state_dict`` (the run folder's
     loader, which names the checkpoint in its error)."""
     load_model_state(model, state)
-    device = next(iter(model.parameters()), torch.zeros(())).device
+    device = model_device(model)
     try:
         extra = state["param_store"]
         extra = {**extra, "params": {k: v.to(device) for k, v in extra["params"].items()}}
         pyro.clear_param_store()
         pyro.get_param_store().set_state(extra)
         stepper.set_state(state["optim"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], device)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
         raise RunFolderError(f"the checkpoint's optimizer, param store or RNG state cannot be "
                              f"restored ({type(exc).__name__}: {str(exc)[:120]}); it was edited "

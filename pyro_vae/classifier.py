@@ -41,16 +41,22 @@ class DigitClassifier(nn.Module):
 
 def train_classifier(data: Dataset, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
                      seed: int = 0) -> DigitClassifier:
-    """Fit a :class:`DigitClassifier` on ``data``'s training split (its own seeded generator,
-    so the global RNG stream is untouched)."""
+    """Fit a :class:`DigitClassifier` on ``data``'s training split, reproducibly from ``seed``.
+
+    The global RNG streams are untouched: the data order and binarized draws come from a
+    private generator, and the weights are initialized on the CPU with torch's CPU generator
+    seeded inside ``fork_rng(devices=[])``, which puts it back after; no CUDA generator is
+    seeded or read (``torch.manual_seed`` would reseed every GPU's, which ``fork_rng`` with no
+    devices does not restore)."""
     if data.train_y is None:
         raise DataError(f"data set {data.name} has no labels to train a classifier on")
     check_positive("epochs", epochs)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     num_classes = int(data.train_y.max()) + 1
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        clf = DigitClassifier(data.shape, num_classes).to(data.device)
+        torch.default_generator.manual_seed(seed)  # the CPU generator only
+        clf = DigitClassifier(data.shape, num_classes)
+    clf = clf.to(data.device)
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
     x, y = data.train_x, data.train_y
     clf.train()

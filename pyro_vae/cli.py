@@ -80,7 +80,8 @@ TRAIN_HELP = {
     "objective": "one of: " + ", ".join(OBJECTIVES) + "; default: the model's own",
     "num_particles": "samples per data point (IWAE's K)",
     "jit": "use Pyro's jit variant of the objective",
-    "engine": "fast (one fused Adam, no per-step host reads) or svi (Pyro's SVI object)",
+    "engine": ("fast (one fused Adam; no host reads per step after the first, except enum's "
+               "inside Pyro's TraceEnum_ELBO) or svi (Pyro's SVI object)"),
     "lr_schedule": "constant or iwae (Burda et al.: stage i lasts 3^i epochs at lr*10^(-i/7))",
     "baseline": "tracegraph's score-function baseline: none, decaying or neural",
     "baseline_lr": "Adam learning rate of the neural baseline",

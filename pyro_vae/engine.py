@@ -18,7 +18,13 @@ and draw the same random numbers, so a seeded run reaches the same parameters ei
             reparameterized, Trace_ELBO's surrogate *is* the ELBO, so the loss is
             ``guide_trace.log_prob_sum() - model_trace.log_prob_sum()`` kept on the device,
             without Trace_ELBO's per-site ``.item()`` reads (each one a host-device sync on a
-            GPU); a particle with score-function sites gets Trace_ELBO's own surrogate;
+            GPU); a particle with score-function sites gets Trace_ELBO's surrogate, also
+            without reads;
+          * ``meanfield`` and ``enum`` likewise (:class:`SyncFreeTraceMeanField_ELBO`,
+            :class:`SyncFreeTraceEnum_ELBO`: no ``torch_item``, no ``warn_if_nan``; Pyro's
+            ``compute_expectation`` still reads inside enum's Dice ELBO); the multi-sample
+            objectives and free bits read nothing in their ``differentiable_loss``; a NaN loss
+            is the training loop's guard's to catch (``tests/test_host_reads.py`` counts);
           * Pyro's argument and shape validation on the first step only (it re-checks every
             distribution's parameters on every step otherwise); the data were checked whole
             before training (``train.check_data``).
@@ -41,8 +47,13 @@ import pyro
 import pyro.optim
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.infer.elbo import ELBO
+from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
+from pyro.infer.util import check_fully_reparametrized, is_validation_enabled
+from torch.distributions import kl_divergence
 
 from pyro_vae.runtime import rng_state, set_rng_state
 
@@ -55,7 +66,8 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
     For a guide whose sample sites are all reparameterized, Trace_ELBO's surrogate equals the
     ELBO estimate itself, ``sum log p(x, z) - sum log q(z | x)`` (the score-function terms are
     zero), so the loss is that difference as a tensor. A particle with non-reparameterized
-    sites gets Trace_ELBO's own surrogate (score-function terms, read back with ``.item()``).
+    sites gets Trace_ELBO's surrogate (score-function terms), its value kept as a tensor too
+    (Pyro's reads each site's ``log_prob_sum`` back with ``torch_item``).
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
@@ -64,20 +76,119 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
             if all(site["fn"].has_rsample for site in guide_trace.nodes.values()
                    if site["type"] == "sample" and not site["is_observed"]):
                 particle = guide_trace.log_prob_sum() - model_trace.log_prob_sum()
-            else:  # score-function terms: Trace_ELBO's own surrogate for this particle
-                value, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+            else:  # score-function terms: Trace_ELBO's surrogate for this particle
+                value, surrogate = self._score_function_particle(model_trace, guide_trace)
                 particle = value + (surrogate - surrogate.detach())
             loss = loss + particle
         return loss / self.num_particles
 
+    @staticmethod
+    def _score_function_particle(model_trace, guide_trace):
+        """Pyro's ``Trace_ELBO._differentiable_loss_particle`` (pyro 1.9: the same terms, the
+        same partial Rao-Blackwellization by plates) with the value kept as a tensor instead
+        of a sum of ``torch_item`` reads: ``(minus the ELBO estimate, detached; minus the
+        surrogate)``."""
+        elbo, surrogate, log_r = 0.0, 0.0, None
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                elbo = elbo + site["log_prob_sum"].detach()
+                surrogate = surrogate + site["log_prob_sum"]
+        for site in guide_trace.nodes.values():
+            if site["type"] != "sample":
+                continue
+            _, score_function_term, entropy_term = site["score_parts"]
+            elbo = elbo - site["log_prob_sum"].detach()
+            if not is_identically_zero(entropy_term):
+                surrogate = surrogate - entropy_term.sum()
+            if not is_identically_zero(score_function_term):
+                if log_r is None:
+                    log_r = _compute_log_r(model_trace, guide_trace)
+                term = log_r.sum_to(site["cond_indep_stack"])
+                surrogate = surrogate + (term * score_function_term).sum()
+        return -elbo, -surrogate
+
+
+class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
+    """``TraceMeanField_ELBO`` whose ``differentiable_loss`` never reads a value back.
+
+    Pyro's ``TraceMeanField_ELBO._differentiable_loss_particle`` returns the particle's value
+    as a float (``torch_item``, a host read) next to its surrogate, and ``differentiable_loss``
+    (inherited from ``Trace_ELBO``) reads the surrogate again and calls ``warn_if_nan`` (a read,
+    and one more in a backward hook). The surrogate of this objective *is* its value (every
+    latent is reparameterized or scored by an analytic KL), so the loss here is the sum of
+    the surrogates, built as Pyro builds them (the same operations, so the same numbers). A
+    NaN loss is caught by the training loop's guard (:mod:`pyro_vae.train`).
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss = loss - self._elbo_particle(model_trace, guide_trace)
+        return loss / self.num_particles
+
+    @staticmethod
+    def _elbo_particle(model_trace, guide_trace):
+        """Pyro's ``TraceMeanField_ELBO._differentiable_loss_particle`` (pyro 1.9) without the
+        ``torch_item`` of its value: the ELBO estimate as a tensor."""
+        elbo = 0.0
+        for name, model_site in model_trace.nodes.items():
+            if model_site["type"] != "sample":
+                continue
+            if model_site["is_observed"]:
+                elbo = elbo + model_site["log_prob_sum"]
+                continue
+            guide_site = guide_trace.nodes[name]
+            if is_validation_enabled():
+                check_fully_reparametrized(guide_site)
+            try:  # the KL in closed form where torch has it, else the sampled terms
+                kl_qp = kl_divergence(guide_site["fn"], model_site["fn"])
+                kl_qp = scale_and_mask(kl_qp, scale=guide_site["scale"],
+                                       mask=guide_site["mask"])
+                kl_qp_sum = (kl_qp.sum() if torch.is_tensor(kl_qp)
+                             else kl_qp * torch.Size(guide_site["fn"].batch_shape).numel())
+                elbo = elbo - kl_qp_sum
+            except NotImplementedError:
+                entropy_term = guide_site["score_parts"].entropy_term
+                elbo = elbo + model_site["log_prob_sum"] - entropy_term.sum()
+        for name, guide_site in guide_trace.nodes.items():  # auxiliary guide sites
+            if guide_site["type"] == "sample" and name not in model_trace.nodes:
+                if is_validation_enabled():
+                    check_fully_reparametrized(guide_site)
+                elbo = elbo - guide_site["score_parts"].entropy_term.sum()
+        return elbo
+
+
+class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
+    """``TraceEnum_ELBO.differentiable_loss`` without its ``warn_if_nan`` (two host reads: the
+    loss, and its gradient in a backward hook); the training loop's guard catches a NaN loss.
+
+    Pyro still reads back inside: ``pyro.infer.util.compute_expectation`` (called by
+    ``pyro.infer.traceenum_elbo._compute_dice_elbo``) tests ``mask.all()`` once per cost term
+    (``prob > 0``), a host read this path cannot avoid without re-implementing Dice."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        elbo = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            elbo_particle = _compute_dice_elbo(model_trace, guide_trace)
+            if is_identically_zero(elbo_particle):
+                continue
+            elbo = elbo + elbo_particle
+        elbo = elbo / self.num_particles
+        if not torch.is_tensor(elbo) or not elbo.requires_grad:
+            raise ValueError(f"ELBO is cannot be differentiated: {elbo}")
+        return -elbo
+
 
 def fast_objective(elbo: ELBO) -> ELBO:
-    """The objective the fast path uses: the sync-free variant of a plain ``Trace_ELBO``."""
-    if type(elbo) is Trace_ELBO:
-        return SyncFreeTrace_ELBO(num_particles=elbo.num_particles,
-                                  max_plate_nesting=elbo.max_plate_nesting,
-                                  vectorize_particles=elbo.vectorize_particles)
-    return elbo
+    """The objective the fast path uses: the sync-free variant of a plain ``Trace_ELBO``,
+    ``TraceMeanField_ELBO`` or ``TraceEnum_ELBO`` (same settings, same numbers)."""
+    sync_free = {Trace_ELBO: SyncFreeTrace_ELBO, TraceMeanField_ELBO: SyncFreeTraceMeanField_ELBO,
+                 TraceEnum_ELBO: SyncFreeTraceEnum_ELBO}.get(type(elbo))
+    if sync_free is None:
+        return elbo
+    fast = sync_free.__new__(sync_free)
+    fast.__dict__.update(elbo.__dict__)  # every setting (particles, plates, enumeration)
+    return fast
 
 
 def _adam(params: list[torch.Tensor], lr: float, eps: float) -> torch.optim.Adam:
@@ -125,11 +236,11 @@ class FastStepper:
 
     def _discover(self, x, y, num_data: int) -> list[torch.Tensor]:
         """The parameters the programs register (the RNG is put back: nothing is consumed)."""
-        state = rng_state()
+        state = rng_state(x.device)  # the programs draw on the data's device (and the CPU)
         with poutine.block(), poutine.trace(param_only=True) as tr:
             self.elbo.differentiable_loss(self.model_fn, self.guide_fn, x, y,
                                           num_data=num_data)
-        set_rng_state(state)
+        set_rng_state(state, x.device)
         params = {}  # one entry per tensor: a module registered under two names is one tensor
         for site in tr.trace.nodes.values():
             p = site["value"].unconstrained()

@@ -8,13 +8,15 @@ results (minGPT's trainer, NumPyro's ``SVI.run``)::
 
 Each epoch ends with the test ELBO (one sample per point) and an atomic checkpoint holding the
 module's ``state_dict``, the optimizer state, the Pyro param store entries that live outside
-the module, every RNG state, the history and the elapsed seconds; ``resume=True`` continues
-from it and reaches the same parameters as an uninterrupted run (CPU, same seed).
+the module, the RNG states of the run's device, the history and the elapsed seconds;
+``resume=True`` continues from it and reaches the same parameters as an uninterrupted run
+(CPU, same seed).
 
 Each step runs on the fast path of :mod:`pyro_vae.engine` (``engine="fast"``, the default) or
 through Pyro's ``SVI`` object (``engine="svi"``); both give the same parameters. The loss stays
 on the device: the NaN guard reads it every step on the CPU and every ``GPU_CHECK_EVERY``
-steps on a GPU, where each read would stall the queue of kernels.
+steps on a GPU, where each read would stall the queue of kernels; the progress bar shows the
+value the guard read last and reads nothing itself.
 """
 
 from __future__ import annotations
@@ -141,6 +143,10 @@ def check_data(model: LatentModel, data: Dataset) -> None:
                         f"set {data.name} holds {data.kind} data")
     model.check_data(data.train_eval_x(limit=1000), "the training data")
     model.check_data(data.test_x, "the test data")
+    check_labels = getattr(model, "check_labels", None)  # once here, not at every step
+    if check_labels is not None and getattr(model, "is_conditional", False):
+        check_labels(data.train_y, data.num_train, "the training labels")
+        check_labels(data.test_y, len(data.test_x), "the test labels")
 
 
 def default_hooks(run: RunFolder | None) -> list[Hook]:
@@ -208,16 +214,17 @@ def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: Ru
             model.train()
             stepper.set_lr_factor(lr_factor(config.lr_schedule, epoch))
             total = torch.zeros((), device=data.device)
+            last = None  # the loss the NaN guard read last (the bar shows it, reads nothing)
             for step, (x, y) in enumerate(data.batches(config.batch_size)):
                 kl_scale.weight = kl_weight(config.beta, config.kl_warmup_epochs, epoch, step, nb)
                 loss = stepper.step(x, y, num_data=n)
                 total += loss.to(total.device)
                 bar.update(1)
                 if (step + 1) % check_every == 0 or step + 1 == nb:
-                    _check_finite(float(loss), epoch, step, run)
-                if step % 50 == 0:
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss) / n:.2f}",
-                                    refresh=False)
+                    last = float(loss)  # the guard's read, the only one of a step
+                    _check_finite(last, epoch, step, run)
+                if step % 50 == 0 and not bar.disable and last is not None:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{last / n:.2f}", refresh=False)
             train_elbo = -float(total) / (nb * n)
             model.eval()
             record = {"epoch": epoch + 1, "train_elbo": train_elbo}

@@ -1,5 +1,6 @@
 """cvae: both tasks pass the contract checks; exact masked likelihood; labels; the classifier."""
 
+import copy
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.evaluate import log_weights
 from pyro_vae.models.cvae import quadrant_mask
 from pyro_vae.testing import check_model_guide
+from pyro_vae.train import check_data
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +61,15 @@ def test_label_task_needs_valid_labels(digits):
     x = digits.test_x[:4]
     with pytest.raises(DataError, match="needs labels"):
         model.model(x)
+    with pytest.raises(DataError, match="0..9"):  # checked with the data, not at every step
+        model.check_labels(torch.tensor([0, 1, 2, 10]), 4)
     with pytest.raises(DataError, match="0..9"):
-        model.guide(x, torch.tensor([0, 1, 2, 10]))
+        model.guide(x, torch.tensor([0, 1, 2]))  # the shape is still checked by the programs
+    bad = copy.copy(digits)
+    bad.train_y = digits.train_y.clone()
+    bad.train_y[5] = -1
+    with pytest.raises(DataError, match="the training labels must be .* in 0..9"):
+        check_data(model, bad)
     assert model.sample(6, torch.tensor(7)).shape == (6, 1, 8, 8)
 
 
@@ -114,3 +123,20 @@ def test_sample_label_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs a class-conditional model" in err
     assert not (tmp_path / "y.png").exists()
+
+
+def test_the_classifier_leaves_every_generator_alone(digits, monkeypatch):
+    """Reproducible from its seed; the CPU stream is the same after it; no CUDA generator is
+    seeded (``torch.manual_seed`` would reseed every GPU's, which ``fork_rng(devices=[])``
+    does not put back)."""
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: seeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: seeded.append(seed))
+    torch.manual_seed(1)
+    seeded.clear()
+    state = torch.get_rng_state()
+    a = train_classifier(digits, epochs=1, seed=3)
+    assert torch.equal(torch.get_rng_state(), state) and seeded == []
+    b = train_classifier(digits, epochs=1, seed=3)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -76,7 +76,7 @@ def test_fast_path_equals_plain_svi_on_cuda(case):
 
 @pytest.mark.parametrize("model_name,settings", [
     ("vae", {"latent_dim": 4, "hidden": (32,)}),  # reparameterized: the short path
-    ("bernoulli", {"latent_dim": 8}),  # score-function terms: Trace_ELBO's own code
+    ("bernoulli", {"latent_dim": 8}),  # score-function terms: Trace_ELBO's surrogate
 ])
 def test_sync_free_trace_elbo_has_trace_elbos_value_and_gradient(model_name, settings):
     data = load_dataset("digits")

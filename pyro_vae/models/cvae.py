@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
@@ -101,13 +100,27 @@ class CVAE(LatentModel):
                                        c.activation)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _onehot(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
+    def check_labels(self, y: torch.Tensor | None, n: int, what: str = "cvae labels") -> None:
+        """Raise :class:`DataError` unless ``y`` holds ``n`` labels in 0..num_classes-1 (reads
+        the values back: called once per data set by ``train.check_data``, and by
+        :meth:`sample` and :meth:`reconstruct`, not by the programs at every step)."""
+        if not self.is_conditional:
+            return
         if y is None:
             raise DataError("the label-conditioned cvae needs labels y (a data set with labels)")
-        y = y.long()
-        if y.shape != (n,) or (y < 0).any() or (y >= self.config.num_classes).any():
+        c = self.config.num_classes
+        if tuple(y.shape) != (n,) or bool(((y < 0) | (y >= c)).any()):
+            raise DataError(f"{what} must be {n} integers in 0..{c - 1}")
+
+    def _onehot(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
+        """One-hot labels; only the shape is checked here (no host read: this runs at every
+        step), the values were checked with the data (:meth:`check_labels`)."""
+        if y is None:
+            raise DataError("the label-conditioned cvae needs labels y (a data set with labels)")
+        if tuple(y.shape) != (n,):
             raise DataError(f"cvae labels must be {n} integers in 0..{self.config.num_classes - 1}")
-        return F.one_hot(y, self.config.num_classes).to(torch.get_default_dtype())
+        classes = torch.arange(self.config.num_classes, device=y.device)
+        return (y.long().unsqueeze(-1) == classes).to(torch.get_default_dtype())
 
     def _observed_part(self, x: torch.Tensor) -> torch.Tensor:
         """The observed quadrants, -1 elsewhere (the tutorial's convention)."""
@@ -157,6 +170,7 @@ class CVAE(LatentModel):
             if y is None:
                 y = torch.arange(num, device=self.device) % self.config.num_classes
             y = torch.as_tensor(y, device=self.device).expand(num)
+            self.check_labels(y, num)
             z = torch.randn(num, self.config.latent_dim, device=self.device)
             return torch.sigmoid(self._logits(z, self._onehot(y, num)))
         x = torch.zeros(num, *self.data_shape, device=self.device) if y is None else y[:num]
@@ -173,6 +187,7 @@ class CVAE(LatentModel):
         """Label task: through q(z | x, y) (labels required). Quadrant task: the completion at
         the prior network's mean, observed pixels kept (what the tutorial's pictures show)."""
         if self.is_conditional:
+            self.check_labels(y, x.shape[0])
             cond = self._onehot(y, x.shape[0])
             return torch.sigmoid(self._logits(self.encoder(x, cond)[0], cond))
         return self._complete(x, self.prior_net(self._observed_part(x))[0])
