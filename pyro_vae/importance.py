@@ -301,6 +301,10 @@ def check_points(model: LatentModel, x, y=None, what: str = "x") -> None:
         shown = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise DataError(f"y must be a tensor with one entry per point of {what} "
                         f"({x.shape[0]}), got {shown}")
+    check_labels = getattr(model, "check_labels", None)  # e.g. cvae's class range
+    if check_labels is not None and y is not None:
+        with model_code_errors(model, "checking the labels"):
+            check_labels(y, x.shape[0], "y")
 
 
 def importance_bounds(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,

@@ -45,3 +45,17 @@ def test_the_largest_seed_seeds_every_generator():
     a = torch.rand(3)
     set_seed(2**32 - 1)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_evaluate_checks_class_labels_once_where_the_programs_no_longer_do():
+    """cvae's programs check only the labels' shape (no host read per step); evaluate() checks
+    their range before it runs them."""
+    from pyro_vae import evaluate
+    from pyro_vae.errors import DataError
+
+    model = build_model("cvae", (1, 8, 8))
+    x = torch.bernoulli(torch.full((4, 1, 8, 8), 0.5))
+    with pytest.raises(DataError, match=r"y must be 4 integers in 0\.\.9"):
+        evaluate(model, x, torch.tensor([0, 1, 2, 11]), num_samples=10, iwae_ks=(5,))
+    assert math.isfinite(evaluate(model, x, torch.tensor([0, 1, 2, 9]), num_samples=10,
+                                  iwae_ks=(5,))["test_elbo"])
