@@ -1,0 +1,101 @@
+"""Where pyro_vae's fast step spends its time beside hand-written PyTorch (one CPU thread).
+
+The same model, seed and batches (``benchmarks/speed.py``'s vae-mlp): the whole step of each
+path, then the loss alone (no gradient) and the loss with its backward pass, so the gap splits
+into Pyro's forward machinery (tracing the guide, replaying the model, per-site log
+densities) and the extra backward work it leaves::
+
+    python benchmarks/step_breakdown.py [--batch-size 128] [--steps 60] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from speed import MODELS, _batches, torch_loss  # benchmarks/ is first on sys.path
+
+from pyro_vae import build_model, load_dataset, set_seed
+from pyro_vae.engine import make_stepper
+from pyro_vae.objectives import make_objective
+
+
+def _ms(fn, xs, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for x in xs:
+            fn(x)
+        times.append((time.perf_counter() - t0) / len(xs) * 1e3)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    data = load_dataset("mnist-5k")
+    name, settings, objective, k = MODELS["vae-mlp"]
+    n = data.num_train
+
+    set_seed(0)
+    hand = build_model(name, data.shape, **settings)
+    hand.name = "hand"
+    adam = torch.optim.Adam(hand.parameters(), lr=1e-3, fused=True)
+    set_seed(0)
+    ours = build_model(name, data.shape, **settings)
+    elbo = make_objective(objective, k, max_plate_nesting=ours.max_plate_nesting)
+    stepper = make_stepper("fast", ours.model, ours.guide, elbo, lr=1e-3, eps=1e-8,
+                           optim_args={"lr": 1e-3})
+
+    def hand_step(x):
+        adam.zero_grad(set_to_none=True)
+        torch_loss(hand, x, n, k).backward()
+        adam.step()
+
+    def hand_loss(x):
+        with torch.no_grad():
+            torch_loss(hand, x, n, k)
+
+    def hand_backward(x):
+        torch_loss(hand, x, n, k).backward()
+        hand.zero_grad(set_to_none=True)
+
+    def our_step(x):
+        stepper.step(x, None, num_data=n)
+
+    def our_loss(x):
+        with torch.no_grad():
+            stepper.elbo.differentiable_loss(stepper.model_fn, stepper.guide_fn, x, None,
+                                             num_data=n)
+
+    def our_backward(x):
+        stepper.elbo.differentiable_loss(stepper.model_fn, stepper.guide_fn, x, None,
+                                         num_data=n).backward()
+        ours.zero_grad(set_to_none=True)
+
+    xs = _batches(data, args.batch_size, args.steps)
+    for x in xs[:5]:  # first steps: parameter discovery, validation, allocator warm-up
+        hand_step(x)
+        our_step(x)
+    rows = {}
+    for label, a, b in (("whole step", our_step, hand_step),
+                        ("loss, no gradient (forward)", our_loss, hand_loss),
+                        ("loss and backward", our_backward, hand_backward)):
+        rows[label] = (_ms(a, xs, args.repeats), _ms(b, xs, args.repeats))
+    print(f"vae-mlp, batch {args.batch_size}, one CPU thread, ms per step (median of "
+          f"{args.repeats} x {args.steps} steps)")
+    print("| part | pyro_vae | hand-written, fused Adam | difference | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, (a, b) in rows.items():
+        print(f"| {label} | {a:.3f} | {b:.3f} | {a - b:+.3f} | {a / b:.3f} |")
+    return {label: a / b for label, (a, b) in rows.items()}
+
+
+if __name__ == "__main__":
+    main()
