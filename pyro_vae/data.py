@@ -98,17 +98,30 @@ class Dataset:
         """Batches per epoch: full batches only (the remainder is re-shuffled next epoch)."""
         return max(1, self.num_train // batch_size)
 
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    def permutation(self) -> torch.Tensor:
+        """One epoch's order of the training points: ``torch.randperm`` on the global *CPU*
+        generator, whatever the device, so the minibatches of a seed do not depend on where
+        the data or the training live (a CUDA generator would draw another order)."""
+        return torch.randperm(self.num_train)
+
+    def batches(self, batch_size: int, *, perm: torch.Tensor | None = None, rank: int = 0,
+                world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """One epoch of shuffled minibatches ``(x, y)``, index-based, on the data's device.
 
-        Uses the global torch generator, so a seeded run (and a resumed one) sees the same
-        batches. With ``dynamic`` binarization every image is re-drawn here.
+        ``perm`` is the epoch's order (default :meth:`permutation`, from the global CPU
+        generator, so a seeded run and a resumed one see the same batches). Global minibatch
+        ``i`` is ``perm[i * batch_size:(i + 1) * batch_size]``; with ``world > 1`` (data-parallel
+        training) this process gets the ``rank``-th of ``world`` contiguous shards of it. With
+        ``dynamic`` binarization every image of the shard is re-drawn here.
         """
         n = self.num_train
         batch_size = min(batch_size, n)
-        perm = torch.randperm(n, device=self.device)
+        perm = self.permutation() if perm is None else perm
         for i in range(self.num_batches(batch_size)):
             idx = perm[i * batch_size:(i + 1) * batch_size]
+            if world > 1:
+                idx = idx.tensor_split(world)[rank]
+            idx = idx.to(self.train_x.device)
             x = self.train_x[idx]
             if self.binarize == "dynamic":
                 x = torch.bernoulli(x)
