@@ -24,7 +24,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from pyro_vae import __version__, runner
+from pyro_vae import __version__, distributed, runner
 from pyro_vae.data import BINARIZATIONS, DATASETS
 from pyro_vae.errors import ConfigError, UserError, check_positive, check_seed, out_of_memory
 from pyro_vae.latent_plots import KINDS as LATENT_PICTURES
@@ -322,7 +322,8 @@ def _cmd_train(args, flags: dict[str, str]) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = args.out or Path("runs") / f"{name}-{config.dataset}-{stamp}"
         result = runner.run(config, out, progress=progress)
-    print(format_summary(result.metrics, f"run: {result.run.path}"))
+    if distributed.is_main():  # under torchrun rank 0 speaks for the run
+        print(format_summary(result.metrics, f"run: {result.run.path}"))
     return 0
 
 

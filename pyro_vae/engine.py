@@ -33,9 +33,13 @@ The fast path serves every objective that has a ``differentiable_loss`` (trace, 
 iwae, iwae-dreg, rws, vimco, enum, free bits); ``tracegraph`` (its baselines keep their own
 optimizer settings) and ``--jit`` (Pyro's compiled ELBOs: faster than plain SVI but slower
 than this path on the CPU, ``benchmarks/speed.py --paths torch,pyro,pyro_vae,jit``) fall back
-to ``svi``. Checkpoints hold the optimizer
-state in Pyro's format (one Adam state per parameter name) whichever stepper wrote it, so a run
-can resume under the other engine.
+to ``svi``. Under data-parallel training (:mod:`pyro_vae.distributed`) the fast path
+broadcasts every parameter it finds from rank 0 (on the first step and whenever the param
+store grows) and, between ``backward`` and the fused Adam step, replaces the gradients by
+their all-reduced sum weighted by each rank's share of the global minibatch (one flat
+bucket); the ``svi`` stepper does neither, and ``train`` refuses it there. Checkpoints hold
+the optimizer state in Pyro's format (one Adam state per parameter name) whichever stepper
+wrote it, so a run can resume under the other engine.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from pyro.infer.traceenum_elbo import _compute_dice_elbo
 from pyro.infer.util import check_fully_reparametrized, is_validation_enabled
 from torch.distributions import kl_divergence
 
+from pyro_vae import distributed
 from pyro_vae.runtime import rng_state, set_rng_state
 
 ENGINES = ("fast", "svi")
@@ -231,6 +236,7 @@ class FastStepper:
         self.model_fn, self.guide_fn, self.elbo = model_fn, guide_fn, fast_objective(elbo)
         self.lr, self.eps, self.lr_factor = lr, eps, 1.0
         self.optimizer: torch.optim.Adam | None = None
+        self.grad_weight = 1.0  # this rank's share of the global minibatch (data-parallel)
         self.names: list[str] = []
         self._pending_state: dict | None = None
 
@@ -249,6 +255,7 @@ class FastStepper:
 
     def _build(self, x, y, num_data: int) -> None:
         params = self._discover(x, y, num_data)
+        distributed.broadcast_(params)  # every rank starts from rank 0's values
         store = pyro.get_param_store()
         self.names = [store.param_name(p) for p in params]
         self.optimizer = _adam(params, self.lr * self.lr_factor, self.eps)
@@ -263,6 +270,7 @@ class FastStepper:
         known = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
         new = [p for p in self._discover(x, y, num_data) if id(p) not in known]
         store = pyro.get_param_store()
+        distributed.broadcast_(new)  # a parameter created later is rank 0's on every rank
         if new:
             self.optimizer.add_param_group({"params": new})
             self.names += [store.param_name(p) for p in new]
@@ -280,6 +288,10 @@ class FastStepper:
             self._refresh(x, y, num_data)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if distributed.active():  # the gradient of the global minibatch, on every rank
+            distributed.average_gradients(
+                [p for group in self.optimizer.param_groups for p in group["params"]],
+                self.grad_weight)
         self.optimizer.step()
         return loss.detach()
 

@@ -36,7 +36,7 @@ from pyro_vae.models.base import LatentModel
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD", "Bounds", "LatentUsage", "active_units_per_site",
     "check_num_samples", "disentanglement", "evaluate", "importance_bounds", "latent_means",
-    "latent_usage", "log_weights", "log_weights_of_site", "mean_elbo",
+    "latent_usage", "log_weights", "log_weights_of_site", "mean_elbo", "elbo_sum",
     "mutual_information_gap",
 ]
 
@@ -48,11 +48,19 @@ MEAN_PARTICLES = 16  # draws of the sites above that E_q[z_s | x] of a lower sit
 def mean_elbo(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
               batch_size: int = 1000) -> float:
     """One-sample ELBO per data point, averaged over ``x`` (the cheap per-epoch number)."""
+    return elbo_sum(model, x, y, batch_size) / x.shape[0]
+
+
+@torch.no_grad()
+def elbo_sum(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
+             batch_size: int = 1000) -> float:
+    """The one-sample ELBOs of the points of ``x``, summed (a shard's part of
+    :func:`mean_elbo` under data-parallel training)."""
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
         yb = None if y is None else y[start:start + batch_size]
         total += log_weights(model, x[start:start + batch_size], yb, 1).sum().item()
-    return total / x.shape[0]
+    return total
 
 
 @dataclass

@@ -5,15 +5,28 @@ checkpoint. :func:`pyro_vae.train.train` knows only the :class:`Hook` interface;
 * :class:`TestELBO` adds ``test_elbo`` (one-sample ELBO per test point) to each epoch's record;
 * :class:`Checkpointer` writes ``checkpoint.pt`` and ``history.csv`` after each epoch and puts a
   resumed run back exactly (:mod:`pyro_vae.checkpoint`).
+
+Under data-parallel training (:mod:`pyro_vae.distributed`) each rank scores its shard of the
+test points and the sums are all-reduced; rank 0 alone writes the checkpoint, which holds
+every rank's RNG states (gathered), and on resume rank 0 reads it and broadcasts it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyro_vae.checkpoint import check_state, make_checkpoint, restore_checkpoint
-from pyro_vae.errors import RunFolderError
+import torch
+
+from pyro_vae import distributed
+from pyro_vae.checkpoint import (
+    check_state,
+    make_checkpoint,
+    model_device,
+    restore_checkpoint,
+)
+from pyro_vae.errors import ConfigError, RunFolderError
 from pyro_vae.runs import RunFolder
+from pyro_vae.runtime import rng_state
 from pyro_vae.structure import global_latent_sites, whole_data_elbo
 
 
@@ -53,14 +66,22 @@ class TestELBO(Hook):
         self.per_point: bool | None = None
 
     def on_epoch_end(self, state: TrainState, record: dict) -> None:
-        from pyro_vae.evaluate import mean_elbo
+        from pyro_vae.evaluate import elbo_sum, mean_elbo
 
         model, data = state.model, state.data
         y = data.test_y if model.is_conditional else None
         if self.per_point is None:
             self.per_point = not global_latent_sites(model, data.test_x, y)
-        record["test_elbo"] = (mean_elbo(model, data.test_x, y) if self.per_point
-                               else whole_data_elbo(model, data.test_x, y))
+        if not distributed.active():
+            record["test_elbo"] = (mean_elbo(model, data.test_x, y) if self.per_point
+                                   else whole_data_elbo(model, data.test_x, y))
+        elif self.per_point:  # each rank its shard of the test points, summed over the ranks
+            total = elbo_sum(model, distributed.shard(data.test_x), distributed.shard(y))
+            total = distributed.all_reduce_sum(torch.tensor(total, dtype=torch.float64))
+            record["test_elbo"] = float(total) / data.test_x.shape[0]
+        else:  # global latents: one whole-data estimate, rank 0's
+            record["test_elbo"] = distributed.broadcast_object(
+                whole_data_elbo(model, data.test_x, y))
 
 
 class Checkpointer(Hook):
@@ -71,15 +92,33 @@ class Checkpointer(Hook):
         self.run = run
 
     def after_epoch(self, state: TrainState) -> None:
-        self.run.save_checkpoint(make_checkpoint(state.model, state.stepper, state.epoch,
-                                                 state.history, state.seconds, state.config))
+        ranks = distributed.gather_objects(rng_state(model_device(state.model)))
+        if not distributed.is_main():
+            return
+        checkpoint = make_checkpoint(state.model, state.stepper, state.epoch, state.history,
+                                     state.seconds, state.config)
+        if distributed.world() > 1:  # every rank's generators; "rng" stays rank 0's
+            checkpoint |= {"world": distributed.world(), "rng_ranks": ranks}
+        self.run.save_checkpoint(checkpoint)
         self.run.write_history(state.history)
 
-    def restore(self, state: TrainState) -> None:
+    def _load(self) -> dict:
         if not self.run.has_checkpoint():
             raise RunFolderError(f"nothing to resume: {self.run.path} has no checkpoint")
         saved = self.run.load_checkpoint(map_location="cpu")
         check_state(saved, str(self.run.checkpoint_path))
+        return saved
+
+    def restore(self, state: TrainState) -> None:
+        saved = distributed.main_does(self._load)  # rank 0 reads it, every rank gets it
+        world, now = saved.get("world", 1), distributed.world()
+        if world != now:
+            raise ConfigError(f"{self.run.path} was trained by {world} process"
+                              f"{'es' if world != 1 else ''}; resume it with as many "
+                              f"(torchrun --nproc_per_node {world} ...), not {now}: each "
+                              "process's random number generators are part of the run")
+        if "rng_ranks" in saved:  # this rank's own generators
+            saved = {**saved, "rng": saved["rng_ranks"][distributed.rank()]}
         restore_checkpoint(saved, state.model, state.stepper, self.run.load_model_state)
         state.epoch, state.history, state.seconds = (saved["epoch"], list(saved["history"]),
                                                      saved["seconds"])

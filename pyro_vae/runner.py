@@ -27,6 +27,11 @@ A folder has one writer at a time: :func:`run`, :func:`resume`, :func:`finish`,
 :class:`~pyro_vae.errors.RunFolderError` before it writes anything, and a folder that cannot be
 written is refused before any training or evaluation. A new run that fails before its first
 checkpoint leaves nothing behind.
+
+Under torchrun (:mod:`pyro_vae.distributed`) every process calls the same function; rank 0
+alone checks, locks and writes the folder (the others write nothing and learn the outcome:
+the same error line on every rank), and the final evaluation runs on rank 0 while the
+others wait for its metrics.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any
 
 import torch
 
-from pyro_vae import objectives
+from pyro_vae import distributed, objectives
 from pyro_vae.checkpoint import check_state
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.errors import ConfigError, RunFolderError, model_code_errors
@@ -86,7 +91,8 @@ def build(config: RunConfig, device: torch.device | str | None = None,
     ref = config.model_ref()
     settings = config.model_settings(ref)
     objectives.check_model(config.train, ref.cls)
-    device = resolve_device(str(device) if device is not None else config.train.device)
+    device = distributed.local_device(
+        resolve_device(str(device) if device is not None else config.train.device))
     set_seed(config.train.seed)
     data = load_dataset(config.dataset, binarize=config.binarize, device=device)
     model = _construct(ref.cls, settings, data.shape)
@@ -141,26 +147,41 @@ def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> 
     checkpoint leaves nothing behind: the files it wrote are removed (a ``config.json`` it
     replaced is put back) and so is the folder if this call made it. After the first
     checkpoint everything stays, to be resumed."""
-    folder = _writable_folder(out)
+    distributed.setup(resolve_device(config.train.device))  # under torchrun only
+    main = distributed.is_main()
+    folder = RunFolder(distributed.main_does(lambda: _writable_folder(out).path))
     opened = build(config, folder=folder)
-    with folder.lock("train", create=True) as lock:
-        _refuse_a_run(folder)  # another process may have trained into it meanwhile
-        if folder.is_run():  # a run stopped before its first checkpoint: nothing to lose
-            log.warning("%s holds a run that never reached a checkpoint; starting it over",
-                        folder.path)
-        undo = _undo_new_run(folder)
+    with contextlib.ExitStack() as stack:
+        lock = distributed.main_does(
+            lambda: stack.enter_context(folder.lock("train", create=True)), share=False)
+        undo = distributed.main_does(lambda: _start(folder, config), share=False)
         try:
-            folder.write_config(config.to_json())
             data = opened.data
             log.info("training %s on %s (%s, %d points) on %s -> %s", config.model,
                      config.dataset, data.binarize, data.num_train, data.device, folder.path)
-            result = train(opened.model, data, config.train, folder, progress=progress)
+            result = train(opened.model, data, config.train, folder,
+                           progress=progress and main)
         except BaseException:
-            if not folder.has_checkpoint():
+            if main and not folder.has_checkpoint():
                 undo()
                 lock.remove_created = True
             raise
         return RunResult(opened, result, finish(opened, result, progress=progress))
+
+
+def _start(folder: RunFolder, config: RunConfig):
+    """Write a new run's ``config.json`` into the locked ``folder``; returns what undoes it."""
+    _refuse_a_run(folder)  # another process may have trained into it meanwhile
+    if folder.is_run():  # a run stopped before its first checkpoint: nothing to lose
+        log.warning("%s holds a run that never reached a checkpoint; starting it over",
+                    folder.path)
+    undo = _undo_new_run(folder)
+    try:
+        folder.write_config(config.to_json())
+    except BaseException:
+        undo()
+        raise
+    return undo
 
 
 def _refuse_change(name: str, given: Any, kept: Any, what: str) -> None:
@@ -199,35 +220,48 @@ def restated(saved: RunConfig, changes: dict[str, Any], *, model: str | None = N
     return replace(saved, train=TrainConfig(**train_values))
 
 
-@locked("train --resume")
 def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | None = None,
            model: str | None = None, dataset: str | None = None, binarize: str | None = None,
            model_settings: dict[str, Any] | None = None, **train_changes: Any) -> RunResult:
     """Continue the run in ``out`` from its last checkpoint, e.g. ``resume(out, epochs=200)``;
     see :func:`restated` for what may be restated and what may change. The folder is locked
-    (one writer) before anything else, so one that cannot be written is refused at once."""
+    (one writer) before anything else, so one that cannot be written is refused at once.
+    Under torchrun every rank reads ``config.json`` (the folder must be reachable from every
+    node); rank 0 alone locks the folder and reads the checkpoint."""
     folder = RunFolder(out)
-    saved = read_config(folder)
+    launched = distributed.launched()
+    with contextlib.ExitStack() as stack:
+        if not launched:
+            stack.enter_context(folder.lock("train --resume"))
+        saved = read_config(folder)
+        config = restated(saved, train_changes, model=model, dataset=dataset,
+                          binarize=binarize, model_settings=model_settings)
+        if eval is not None:
+            config = replace(config, eval=eval)
+        distributed.setup(resolve_device(config.train.device))  # under torchrun only
+        if launched:  # rank 0 locks; a refusal is every rank's error line
+            distributed.main_does(
+                lambda: stack.enter_context(folder.lock("train --resume")), share=False)
+        distributed.main_does(lambda: _check_resumable(folder, config), share=False)
+        opened = build(config, folder=folder)
+        log.info("resuming %s (%s on %s) on %s", folder.path, config.model, config.dataset,
+                 opened.data.device)
+        result = train(opened.model, opened.data, config.train, folder, resume=True,
+                       progress=progress and distributed.is_main())
+        # only once its checkpoint has loaded and trained
+        distributed.main_does(lambda: folder.write_config(config.to_json()))
+        return RunResult(opened, result, finish(opened, result, progress=progress))
+
+
+def _check_resumable(folder: RunFolder, config: RunConfig) -> None:
     if not folder.has_checkpoint():
         raise RunFolderError(f"{folder.path} has no checkpoint to resume from")
-    config = restated(saved, train_changes, model=model, dataset=dataset, binarize=binarize,
-                      model_settings=model_settings)
-    if eval is not None:
-        config = replace(config, eval=eval)
     state = folder.load_checkpoint(map_location="cpu")  # checked before anything runs
     check_state(state, str(folder.checkpoint_path))
     if config.train.epochs < state["epoch"]:
         raise ConfigError(f"--epochs {config.train.epochs} is fewer than the {state['epoch']} "
                           f"epochs {folder.path} has trained; a resumed run continues to a "
                           f"larger --epochs (re-evaluate it with pyro-vae evaluate)")
-    del state
-    opened = build(config, folder=folder)
-    log.info("resuming %s (%s on %s) on %s", folder.path, config.model, config.dataset,
-             opened.data.device)
-    result = train(opened.model, opened.data, config.train, folder, resume=True,
-                   progress=progress)
-    folder.write_config(config.to_json())  # only once its checkpoint has loaded and trained
-    return RunResult(opened, result, finish(opened, result, progress=progress))
 
 
 def run_metrics(config: RunConfig, result: TrainResult, device: torch.device) -> dict:
@@ -244,9 +278,12 @@ def run_metrics(config: RunConfig, result: TrainResult, device: torch.device) ->
 def finish(opened: Run, result: TrainResult | None = None, *, progress: bool = True) -> dict:
     """Evaluate a trained run, merge ``metrics.json`` and draw its pictures; returns the
     merged metrics. ``result`` (the training's) adds the training's own figures. Holds the
-    folder's lock (re-entrant: :func:`run` and :func:`resume` hold it already)."""
-    with opened.folder.lock("finish"):
-        return _finish(opened, result, progress)
+    folder's lock (re-entrant: :func:`run` and :func:`resume` hold it already). Under
+    torchrun rank 0 evaluates and writes while the others wait for its metrics."""
+    def work() -> dict:
+        with opened.folder.lock("finish"):
+            return _finish(opened, result, progress)
+    return distributed.main_does(work)
 
 
 def _finish(opened: Run, result: TrainResult | None, progress: bool) -> dict:

@@ -17,6 +17,13 @@ through Pyro's ``SVI`` object (``engine="svi"``); both give the same parameters.
 on the device: the NaN guard reads it every step on the CPU and every ``GPU_CHECK_EVERY``
 steps on a GPU, where each read would stall the queue of kernels; the progress bar shows the
 value the guard read last and reads nothing itself.
+
+Under data-parallel training (torchrun; :mod:`pyro_vae.distributed`) rank 0 draws each epoch's
+order and broadcasts it, every rank trains on its shard of each global minibatch with the
+plate's ``num_data`` the whole training set's size, the fast engine averages the gradients
+(weighted by each rank's share) before its Adam step, ranks > 0 draw their own sampling noise
+(seeded from ``(seed, rank)``), and the loss the NaN guard reads, the epoch's train ELBO and
+the test ELBO are reduced over the ranks, so every rank takes the same decisions.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyro_vae import objectives
+from pyro_vae import distributed, objectives
 from pyro_vae.annealing import kl_weight, scaled_programs
 from pyro_vae.data import Dataset
 from pyro_vae.engine import ENGINES, LR_SCHEDULES, lr_factor, make_stepper
@@ -149,6 +156,29 @@ def check_data(model: LatentModel, data: Dataset) -> None:
         check_labels(data.test_y, len(data.test_x), "the test labels")
 
 
+def _check_data_parallel(stepper, config: TrainConfig, data: Dataset) -> None:
+    """What data-parallel training cannot serve, refused on every rank alike (one line)."""
+    world = distributed.world()
+    if stepper.engine != "fast":
+        raise ConfigError(f"{config.objective} runs on Pyro's SVI engine (--engine svi, --jit or "
+                          f"tracegraph's baselines), which does not average gradients over the "
+                          f"{world} processes; use --engine fast with another objective, or "
+                          "train in one process")
+    if min(config.batch_size, data.num_train) < world:
+        raise ConfigError(f"--batch-size {config.batch_size} is the global minibatch, split over "
+                          f"{world} processes: each needs at least one point; use a batch "
+                          f"size >= {world}")
+
+
+def _shard(data: Dataset) -> dict:
+    """``Dataset.batches``' arguments for this rank: under a process group, rank 0's epoch
+    order broadcast to every rank and this rank's shard; nothing in a plain process."""
+    if not distributed.active():
+        return {}
+    perm = distributed.broadcast_object(data.permutation() if distributed.is_main() else None)
+    return {"perm": perm, "rank": distributed.rank(), "world": distributed.world()}
+
+
 def default_hooks(run: RunFolder | None) -> list[Hook]:
     """The per-epoch test ELBO, and a checkpoint after every epoch when there is a folder."""
     return [TestELBO()] + ([Checkpointer(run)] if run is not None else [])
@@ -186,6 +216,11 @@ def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: Ru
     stepper = make_stepper(config.engine, model_fn, guide_fn, elbo, lr=config.lr,
                            eps=config.adam_eps, optim_args=spec.optim_args(config))
     hooks = default_hooks(run) if hooks is None else list(hooks)
+    data_parallel = distributed.world() > 1
+    if data_parallel:
+        _check_data_parallel(stepper, config, data)
+    if distributed.active():
+        stepper.grad_weight = distributed.shard_weight(min(config.batch_size, data.num_train))
     state = TrainState(model, data, config, stepper)
     if resume:
         keepers = [h for h in hooks if isinstance(h, Checkpointer)]
@@ -201,6 +236,8 @@ def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: Ru
         init = getattr(model, "init_from_data", None)  # e.g. k-means++ for a mixture
         if init is not None:
             init(data.train_x)
+        distributed.reseed_rank(config.seed)  # ranks > 0: their own sampling noise
+    distributed.broadcast_(list(model.parameters()) + list(model.buffers()))
 
     check_every = 1 if data.device.type == "cpu" else GPU_CHECK_EVERY
     n, nb = data.num_train, data.num_batches(config.batch_size)
@@ -215,17 +252,20 @@ def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: Ru
             stepper.set_lr_factor(lr_factor(config.lr_schedule, epoch))
             total = torch.zeros((), device=data.device)
             last = None  # the loss the NaN guard read last (the bar shows it, reads nothing)
-            for step, (x, y) in enumerate(data.batches(config.batch_size)):
+            for step, (x, y) in enumerate(data.batches(config.batch_size, **_shard(data))):
                 kl_scale.weight = kl_weight(config.beta, config.kl_warmup_epochs, epoch, step, nb)
                 loss = stepper.step(x, y, num_data=n)
+                if distributed.active():  # this rank's part of the global minibatch's loss
+                    loss = loss * stepper.grad_weight
                 total += loss.to(total.device)
                 bar.update(1)
                 if (step + 1) % check_every == 0 or step + 1 == nb:
-                    last = float(loss)  # the guard's read, the only one of a step
+                    # the guard's read, the only one of a step (all ranks read the same sum)
+                    last = float(distributed.all_reduce_sum(loss))
                     _check_finite(last, epoch, step, run)
                 if step % 50 == 0 and not bar.disable and last is not None:
                     bar.set_postfix(epoch=epoch + 1, loss=f"{last / n:.2f}", refresh=False)
-            train_elbo = -float(total) / (nb * n)
+            train_elbo = -float(distributed.all_reduce_sum(total)) / (nb * n)
             model.eval()
             record = {"epoch": epoch + 1, "train_elbo": train_elbo}
             for hook in hooks:
