@@ -232,20 +232,21 @@ def average_gradients(params: Sequence[torch.Tensor], weight: float) -> None:
     all-reduce of one flat bucket), where ``weight_r`` is the rank's share of the global
     minibatch, so the result is the gradient of the whole minibatch's loss. A parameter no
     rank gave a gradient keeps ``grad = None`` (Adam skips it, as in a plain run)."""
-    if not active():
+    if world() == 1:  # the sum of one: nothing to do (weight is 1)
         return
     params = list(params)
     if not params:
         return
     device, dtype = params[0].device, params[0].dtype
-    parts = [(p.grad.reshape(-1) * weight) if p.grad is not None
+    parts = [p.grad.reshape(-1) if p.grad is not None
              else torch.zeros(p.numel(), device=device, dtype=dtype) for p in params]
     has = torch.tensor([p.grad is not None for p in params], device=device, dtype=dtype)
-    flat = all_reduce_sum(torch.cat([*parts, has]))
+    flat = torch.cat([*parts, has / weight]).mul_(weight)  # on the backend's device
+    _collective(lambda: dist.all_reduce(flat, op=dist.ReduceOp.SUM))
     offset = 0
     for p, got in zip(params, flat[-len(params):].tolist(), strict=True):
-        if got > 0:
-            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        if got > 0:  # a view of the reduced bucket (contiguous), no copy
+            p.grad = flat[offset:offset + p.numel()].view_as(p)
         offset += p.numel()
 
 
