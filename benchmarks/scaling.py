@@ -79,6 +79,7 @@ def _worker(args) -> None:
         print(json.dumps({"images_per_s": steps * args.batch_size / seconds,
                           "reduce_ms": 1000 * (ends[-1][1] - ends[0][1]) / steps,
                           "step_ms": 1000 * seconds / steps, "device": str(data.device)}))
+    distributed.done()
 
 
 def _free_port() -> int:

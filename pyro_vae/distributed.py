@@ -54,7 +54,10 @@ def active() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    """This process's rank (the launcher's ``RANK`` outside the process group; 0 plain)."""
+    if active():
+        return dist.get_rank()
+    return _env_int("RANK") if launched() else 0
 
 
 def world() -> int:
@@ -126,10 +129,27 @@ def setup(device: torch.device) -> None:
         logging.getLogger("pyro_vae").setLevel(logging.WARNING)
 
 
+_state = {"done": False}
+
+
+def done() -> None:
+    """Say that this process's work ended well: at exit it meets the others at a barrier
+    before leaving the process group (no rank then closes its connections while another is
+    still using them). Without it (an error) a process leaves at once."""
+    _state["done"] = True
+
+
 def shutdown() -> None:
     """Leave the process group (at exit; safe to call twice)."""
-    if active():
-        dist.destroy_process_group()
+    if not active():
+        return
+    if _state["done"]:
+        try:
+            dist.barrier()
+        except (RuntimeError, dist.DistBackendError):
+            pass  # another rank left already: nothing to wait for
+    dist.destroy_process_group()
+    _state["done"] = False
 
 
 def _reason(exc: BaseException) -> str:
@@ -317,6 +337,6 @@ def any_rank(flag: bool) -> bool:
 
 
 __all__ = ["DistributedError", "active", "all_reduce_sum", "any_rank", "average_gradients",
-           "barrier", "broadcast_", "broadcast_object", "gather_objects", "is_main",
+           "barrier", "broadcast_", "broadcast_object", "done", "gather_objects", "is_main",
            "launched", "local_device", "local_rank", "main_does", "rank", "rank_seed",
            "reseed_rank", "setup", "shard", "shard_weight", "shutdown", "timeout", "world"]

@@ -166,7 +166,9 @@ def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> 
                 undo()
                 lock.remove_created = True
             raise
-        return RunResult(opened, result, finish(opened, result, progress=progress))
+        metrics = finish(opened, result, progress=progress)
+        distributed.done()
+        return RunResult(opened, result, metrics)
 
 
 def _start(folder: RunFolder, config: RunConfig):
@@ -250,7 +252,9 @@ def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | 
                        progress=progress and distributed.is_main())
         # only once its checkpoint has loaded and trained
         distributed.main_does(lambda: folder.write_config(config.to_json()))
-        return RunResult(opened, result, finish(opened, result, progress=progress))
+        metrics = finish(opened, result, progress=progress)
+        distributed.done()
+        return RunResult(opened, result, metrics)
 
 
 def _check_resumable(folder: RunFolder, config: RunConfig) -> None:
