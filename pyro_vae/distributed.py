@@ -229,8 +229,8 @@ def broadcast_object(obj: Any) -> Any:
     return obj if is_main() else _from_bytes(data)
 
 
-def gather_objects(obj: Any) -> list | None:
-    """Every rank's ``obj`` in rank order, on rank 0 (None on the others)."""
+def all_gather_objects(obj: Any) -> list:
+    """Every rank's ``obj`` in rank order, on every rank."""
     if not active():
         return [obj]
     device = _comm_device()
@@ -242,9 +242,13 @@ def gather_objects(obj: Any) -> list | None:
     padded[:data.numel()] = data
     bufs = [torch.empty(longest, dtype=torch.uint8, device=device) for _ in range(world())]
     _collective(lambda: dist.all_gather(bufs, padded))
-    if not is_main():
-        return None
     return [_from_bytes(b[:int(s.item())]) for b, s in zip(bufs, sizes, strict=True)]
+
+
+def gather_objects(obj: Any) -> list | None:
+    """Every rank's ``obj`` in rank order, on rank 0 (None on the others)."""
+    objs = all_gather_objects(obj)
+    return objs if is_main() else None
 
 
 def average_gradients(params: Sequence[torch.Tensor], weight: float) -> None:
@@ -336,7 +340,8 @@ def any_rank(flag: bool) -> bool:
     return bool(all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
 
 
-__all__ = ["DistributedError", "active", "all_reduce_sum", "any_rank", "average_gradients",
-           "barrier", "broadcast_", "broadcast_object", "done", "gather_objects", "is_main",
-           "launched", "local_device", "local_rank", "main_does", "rank", "rank_seed",
-           "reseed_rank", "setup", "shard", "shard_weight", "shutdown", "timeout", "world"]
+__all__ = ["DistributedError", "active", "all_gather_objects", "all_reduce_sum", "any_rank",
+           "average_gradients", "barrier", "broadcast_", "broadcast_object", "done",
+           "gather_objects", "is_main", "launched", "local_device", "local_rank", "main_does",
+           "rank", "rank_seed", "reseed_rank", "setup", "shard", "shard_weight", "shutdown",
+           "timeout", "world"]

@@ -51,6 +51,7 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
+from pyro_vae import distributed
 from pyro_vae.errors import (
     ConfigError,
     DataError,
@@ -276,13 +277,54 @@ def sampled_bounds(weights: WeightFn, model: LatentModel, x: torch.Tensor,
                    y: torch.Tensor | None, num_samples: int, ks: tuple[int, ...] = (5, 50),
                    max_elements: int = 2**25, progress: bool = False) -> Bounds:
     """:class:`Bounds` (double precision) from ``num_samples`` weights a point drawn by
-    ``weights`` (:func:`log_weights`, :func:`prior_log_weights`), streamed."""
+    ``weights`` (:func:`log_weights`, :func:`prior_log_weights`), streamed. Under
+    data-parallel training (a world of more than one) every rank must call it with the same
+    points: each estimates its shard and all get every point's estimates."""
     check_num_samples(num_samples, ks)
+    if distributed.world() > 1:  # data-parallel: each rank its shard of the points
+        return _sharded_bounds(weights, model, x, y, num_samples, ks, max_elements, progress)
+    return _streamed_bounds(weights, model, x, y, num_samples, ks, max_elements, progress)
+
+
+def _streamed_bounds(weights: WeightFn, model: LatentModel, x: torch.Tensor,
+                     y: torch.Tensor | None, num_samples: int, ks: tuple[int, ...],
+                     max_elements: int, progress: bool) -> Bounds:
     stats = WeightStats(x.shape[0], ks, x.device)
     for chunk in weight_chunks(weights, model, x, y, num_samples, math.lcm(*ks) if ks else 1,
                                max_elements, progress):
         stats.add(chunk)
     return stats.bounds()
+
+
+def _sharded_bounds(weights: WeightFn, model: LatentModel, x: torch.Tensor,
+                    y: torch.Tensor | None, num_samples: int, ks: tuple[int, ...],
+                    max_elements: int, progress: bool) -> Bounds:
+    """:func:`sampled_bounds` under data-parallel training: rank r estimates the points of
+    ``x.tensor_split(world)[r]`` with its own random numbers, and every rank gets every
+    point's estimates (gathered in rank order, so in the order of ``x``)."""
+    mine = None
+    xs = distributed.shard(x)
+    if xs.shape[0]:
+        mine = _streamed_bounds(weights, model, xs, distributed.shard(y), num_samples, ks,
+                                max_elements, progress)
+        mine = Bounds(mine.num_samples, *(_cpu(v) for v in (mine.elbo, mine.iwae, mine.log_px,
+                                                            mine.log_px_mc_stderr,
+                                                            mine.mc_sd)))
+    parts = [b for b in distributed.all_gather_objects(mine) if b is not None]
+
+    def cat(get) -> torch.Tensor:
+        return torch.cat([get(b) for b in parts]).to(x.device)
+
+    return Bounds(parts[0].num_samples, cat(lambda b: b.elbo),
+                  {k: cat(lambda b, k=k: b.iwae[k]) for k in parts[0].iwae},
+                  cat(lambda b: b.log_px), cat(lambda b: b.log_px_mc_stderr),
+                  {k: cat(lambda b, k=k: b.mc_sd[k]) for k in parts[0].mc_sd})
+
+
+def _cpu(value):
+    if isinstance(value, dict):
+        return {k: v.cpu() for k, v in value.items()}
+    return value.cpu()
 
 
 def check_points(model: LatentModel, x, y=None, what: str = "x") -> None:

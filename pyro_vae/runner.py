@@ -30,8 +30,8 @@ checkpoint leaves nothing behind.
 
 Under torchrun (:mod:`pyro_vae.distributed`) every process calls the same function; rank 0
 alone checks, locks and writes the folder (the others write nothing and learn the outcome:
-the same error line on every rank), and the final evaluation runs on rank 0 while the
-others wait for its metrics.
+the same error line on every rank), and the final evaluation's importance sampling is
+sharded over the test points.
 """
 
 from __future__ import annotations
@@ -283,25 +283,49 @@ def finish(opened: Run, result: TrainResult | None = None, *, progress: bool = T
     """Evaluate a trained run, merge ``metrics.json`` and draw its pictures; returns the
     merged metrics. ``result`` (the training's) adds the training's own figures. Holds the
     folder's lock (re-entrant: :func:`run` and :func:`resume` hold it already). Under
-    torchrun rank 0 evaluates and writes while the others wait for its metrics."""
-    def work() -> dict:
+    torchrun every rank evaluates (the importance sampling of the bounds is sharded over the
+    test points and gathered: :func:`pyro_vae.importance.sampled_bounds`; the rest, cheap,
+    runs on each rank alike) and rank 0 alone writes; the others get its metrics."""
+    if not distributed.active():
         with opened.folder.lock("finish"):
             return _finish(opened, result, progress)
-    return distributed.main_does(work)
+    # every rank evaluates (the importance sampling is sharded over the test points)
+    evaluated = _evaluation(opened, result, progress and distributed.is_main())
+
+    def write() -> dict:
+        with opened.folder.lock("finish"):
+            return _write(opened, result, *evaluated)
+    return distributed.main_does(write)
 
 
 def _finish(opened: Run, result: TrainResult | None, progress: bool) -> dict:
-    from pyro_vae.latent_plots import save_latent_pictures
-    from pyro_vae.plots import save_run_pictures
+    return _write(opened, result, *_evaluation(opened, result, progress))
 
+
+def _evaluation(opened: Run, result: TrainResult | None,
+                progress: bool) -> tuple[dict, list[str]]:
+    """The metrics of a finished run (not written yet), and its global latent sites. The
+    evaluation is seeded by ``EvalConfig.seed`` (under torchrun, ranks > 0 from it and their
+    rank, as in training)."""
     model, data, config = opened.model, opened.data, opened.config
     metrics = run_metrics(config, result, data.device) if result is not None else {}
     global_sites = global_latent_sites(model, data.test_x,
                                        data.test_y if model.is_conditional else None)
     set_seed(config.eval.seed)
+    distributed.reseed_rank(config.eval.seed)
     with model_code_errors(model, "evaluation"):
         metrics |= evaluate_all(model, data, config.eval, progress=progress,
                                 global_sites=global_sites)
+    return metrics, global_sites
+
+
+def _write(opened: Run, result: TrainResult | None, metrics: dict,
+           global_sites: list[str]) -> dict:
+    """Merge ``metrics`` into ``metrics.json`` and draw the run's pictures."""
+    from pyro_vae.latent_plots import save_latent_pictures
+    from pyro_vae.plots import save_run_pictures
+
+    model, data, config = opened.model, opened.data, opened.config
     merged = opened.folder.update_metrics(json_ready(metrics))
     if config.eval.pictures:
         with model_code_errors(model, "drawing the run's pictures"):

@@ -145,6 +145,13 @@ def test_two_processes_reach_the_parameters_of_one_with_the_global_batch(tmp_pat
     for ra, rb in zip(a["history"], b["history"], strict=True):
         assert ra["train_elbo"] == pytest.approx(rb["train_elbo"], rel=1e-6)
         assert ra["test_elbo"] == pytest.approx(rb["test_elbo"], rel=1e-6)
+    # the final evaluation, sharded over the test points and gathered, scores every point
+    # as the one process does (these two pairs draw no noise that depends on the rank)
+    ma, mb = _metrics(tmp_path / "two"), _metrics(tmp_path / "one")
+    assert ma["num_test_points"] == mb["num_test_points"] == 300
+    for key in ("test_elbo", "test_log_likelihood", "test_log_likelihood_stderr"):
+        assert ma[key] == pytest.approx(mb[key], rel=1e-5), key
+    assert ma["active_units"] == mb["active_units"]
     # the parameters did move: the comparison is not of two initializations
     init = a["history"][0]["train_elbo"], a["history"][-1]["train_elbo"]
     assert init[1] > init[0]
