@@ -280,12 +280,24 @@ class FastStepper:
         first = self.optimizer is None
         if first:
             self._build(x, y, num_data)
+        # data-parallel: a parameter born in this forward pass has this rank's initial value
+        # until _refresh broadcasts rank 0's, so the pass is run again from the same random
+        # state (its initial value is not drawn again: draws after it shift by that many),
+        # and the generators then go on from where the first pass left them
+        again = rng_state(x.device) if distributed.world() > 1 else None
         # the first step runs with Pyro's validation as configured, the others without
         with contextlib.nullcontext() if first else pyro.validation_enabled(False):
             loss = self.elbo.differentiable_loss(self.model_fn, self.guide_fn, x, y,
                                                  num_data=num_data)
         if len(pyro.get_param_store()) != self._store_size:
             self._refresh(x, y, num_data)
+            if again is not None:
+                after = rng_state(x.device)
+                set_rng_state(again, x.device)
+                with pyro.validation_enabled(False):
+                    loss = self.elbo.differentiable_loss(self.model_fn, self.guide_fn, x, y,
+                                                         num_data=num_data)
+                set_rng_state(after, x.device)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if distributed.active():  # the gradient of the global minibatch, on every rank

@@ -5,7 +5,9 @@ FAULT one of:
 
 * ``none``: nothing;
 * ``kill:epoch:K``: SIGKILL this process right after its K-th end of epoch (after the
-  checkpoint's collective, so rank 0 still writes checkpoint K).
+  checkpoint's collective, so rank 0 still writes checkpoint K);
+* ``nan:step:N``: this process's N-th training step returns a NaN loss (its gradients stay
+  finite), as a rank whose shard diverged.
 
 One torch thread: runs in different processes compute the same bits.
 """
@@ -22,11 +24,21 @@ torch.set_num_threads(1)
 
 
 def install(fault: str) -> None:
+    from pyro_vae.engine import FastStepper
     from pyro_vae.hooks import Checkpointer
 
     if fault == "none":
         return
     action, event, n = fault.split(":")
+    if (action, event) == ("nan", "step"):
+        real_step, seen = FastStepper.step, [0]
+
+        def step(self, *args, **kwargs):
+            seen[0] += 1
+            loss = real_step(self, *args, **kwargs)
+            return loss * float("nan") if seen[0] == int(n) else loss
+        FastStepper.step = step
+        return
     assert (action, event) == ("kill", "epoch"), fault
     real = Checkpointer.after_epoch
 

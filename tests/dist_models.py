@@ -6,6 +6,11 @@ a fresh N(0, I) draw: ``z = loc(x) + scale(x) * eps(x)`` with the same log-densi
 of a point is then the same whichever process scores it and whatever minibatch holds it, so
 a data-parallel run and a one-process run take the same gradient steps
 (tests/test_distributed.py); with the real ``vae`` each rank draws its own stream.
+
+From its sixth call on, the guide also shifts ``loc`` by ``pyro.param("late_shift")``, created
+then with a random initial value: the param store grows in the middle of training, and each
+rank would draw another value (ranks > 0 have their own generators) unless the engine
+broadcasts rank 0's.
 """
 
 from __future__ import annotations
@@ -43,10 +48,14 @@ class PointNoiseVAE(VAE):
         dim = int(torch.Size(data_shape).numel())
         self.register_buffer("noise_projection",
                              torch.randn(dim, config.latent_dim, generator=gen))
+        self.calls = 0
 
     def guide(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
         loc, scale = self.encoder(x)
+        self.calls += 1
+        if self.calls > 5:  # a parameter born late, from the global generator
+            loc = loc + pyro.param("late_shift", lambda: 0.1 * torch.randn(loc.shape[-1]))
         eps = torch.sin(1000.0 * (x.flatten(-len(self.data_shape)) @ self.noise_projection))
         with self.data_plate(x, num_data):
             pyro.sample("z", PointNormal(loc, scale, eps.expand_as(loc)).to_event(1))

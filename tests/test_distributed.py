@@ -124,7 +124,8 @@ def test_two_processes_reach_the_parameters_of_one_with_the_global_batch(tmp_pat
     """No noise that depends on who draws it: the ``ae`` with fixed binarization (none at
     all), and a VAE whose noise is a fixed function of each point (tests/dist_models.py; with
     the real ``vae`` each rank draws its own stream, equal to the one-process draws only in
-    distribution). Two ranks with shards of 32 and one process with batch 64 then compute the
+    distribution; its parameter born in the middle of training must be rank 0's on both
+    ranks). Two ranks with shards of 32 and one process with batch 64 then compute the
     same gradient of each global minibatch (the plate scales each rank's loss by N / 32, the
     all-reduce weighs each by 32 / 64) and take the same 46 Adam steps, up to float rounding:
     every parameter within 1e-5 (absolute) + 1e-4 (relative), every epoch's train and test
@@ -186,6 +187,19 @@ def test_a_killed_rank_resumes_to_the_uninterrupted_run(tmp_path, capsys):
     assert len(err.splitlines()) == 1
     assert "trained by 2 processes" in err and "--nproc_per_node 2" in err
     assert _checkpoint(run)["epoch"] == 2 and not (run / ".lock").exists()
+
+
+def test_the_nan_guard_stops_every_rank_at_the_same_step(tmp_path):
+    """Rank 1's 5th loss is NaN (rank 0's is finite): the guard reads the all-reduced loss, so
+    both ranks stop at that step with the same line and exit 2; no checkpoint was reached, so
+    nothing is left."""
+    results = _wait(_launch(2, [*AE, "--batch-size", "64", "--out", "nan"], tmp_path,
+                            faults={1: "nan:step:5"}))
+    assert [rc for rc, _, _ in results] == [2, 2]
+    lines = [err.strip().splitlines() for _, _, err in results]
+    assert lines[0] == lines[1] and len(lines[0]) == 1, lines
+    assert "the loss became nan at epoch 1, step 5" in lines[0][0]
+    assert not (tmp_path / "nan").exists()
 
 
 def test_a_world_of_one_is_the_plain_run(tmp_path, monkeypatch):
