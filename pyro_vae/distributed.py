@@ -262,16 +262,33 @@ def average_gradients(params: Sequence[torch.Tensor], weight: float) -> None:
     if not params:
         return
     device, dtype = params[0].device, params[0].dtype
+    pattern = tuple(p.grad is not None for p in params)
     parts = [p.grad.reshape(-1) if p.grad is not None
              else torch.zeros(p.numel(), device=device, dtype=dtype) for p in params]
-    has = torch.tensor([p.grad is not None for p in params], device=device, dtype=dtype)
-    flat = torch.cat([*parts, has / weight]).mul_(weight)  # on the backend's device
+    flat = torch.cat([*parts, _flags(pattern, weight, device, dtype)]).mul_(weight)
     _collective(lambda: dist.all_reduce(flat, op=dist.ReduceOp.SUM))
+    missing = [i for i, has in enumerate(pattern) if not has]
+    # whether another rank gave a gradient this rank did not: read back only then (rare)
+    others = (flat[-len(params):][missing].tolist() if missing else [])
+    got = dict(zip(missing, others, strict=True))
     offset = 0
-    for p, got in zip(params, flat[-len(params):].tolist(), strict=True):
-        if got > 0:  # a view of the reduced bucket (contiguous), no copy
+    for i, p in enumerate(params):
+        if pattern[i] or got[i] > 0:  # a view of the reduced bucket (contiguous), no copy
             p.grad = flat[offset:offset + p.numel()].view_as(p)
         offset += p.numel()
+
+
+_FLAGS: dict[tuple, torch.Tensor] = {}
+
+
+def _flags(pattern: tuple[bool, ...], weight: float, device, dtype) -> torch.Tensor:
+    """Which parameters have a gradient here, divided by ``weight`` (the bucket is multiplied
+    by it), kept on the device: no host-to-device copy a step."""
+    key = (pattern, weight, str(device), dtype)
+    if key not in _FLAGS:
+        _FLAGS.clear()
+        _FLAGS[key] = torch.tensor(pattern, device=device, dtype=dtype) / weight
+    return _FLAGS[key]
 
 
 def shard_weight(batch_size: int) -> float:
