@@ -113,9 +113,10 @@ class Checkpointer(Hook):
         saved = distributed.main_does(self._load)  # rank 0 reads it, every rank gets it
         world, now = saved.get("world", 1), distributed.world()
         if world != now:
+            how = ("in one process (without torchrun)" if world == 1 else
+                   f"with as many (torchrun --nproc_per_node {world} ...)")
             raise ConfigError(f"{self.run.path} was trained by {world} process"
-                              f"{'es' if world != 1 else ''}; resume it with as many "
-                              f"(torchrun --nproc_per_node {world} ...), not {now}: each "
+                              f"{'es' if world != 1 else ''}; resume it {how}, not {now}: each "
                               "process's random number generators are part of the run")
         if "rng_ranks" in saved:  # this rank's own generators
             saved = {**saved, "rng": saved["rng_ranks"][distributed.rank()]}

@@ -231,3 +231,19 @@ def test_what_a_world_cannot_run_is_refused_before_any_step(tmp_path, monkeypatc
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and says in err, err
         assert not (tmp_path / "r").exists()
+
+
+def test_torchrun_with_a_bad_flag_ends_every_rank_with_one_line(tmp_path):
+    """The real launcher (``python -m torch.distributed.run``, as ``torchrun``): a bad setting
+    fails on each rank before any collective, with the one line a plain run prints, and
+    torchrun returns (no rank waits for another). torchrun ends a rank still starting when
+    another has failed, so one or two ranks may print the line."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "pyro_vae", *AE, "--epochs", "0", "--out", "bad"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=_env(None), capture_output=True, text=True,
+                          timeout=WAIT_S)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("pyro-vae: error:")]
+    assert 1 <= len(lines) <= 2 and len(set(lines)) == 1, done.stderr[-3000:]
+    assert "epochs" in lines[0]
+    assert not (tmp_path / "bad").exists()
