@@ -160,10 +160,11 @@ def _check_data_parallel(stepper, config: TrainConfig, data: Dataset) -> None:
     """What data-parallel training cannot serve, refused on every rank alike (one line)."""
     world = distributed.world()
     if stepper.engine != "fast":
-        raise ConfigError(f"{config.objective} runs on Pyro's SVI engine (--engine svi, --jit or "
-                          f"tracegraph's baselines), which does not average gradients over the "
-                          f"{world} processes; use --engine fast with another objective, or "
-                          "train in one process")
+        raise ConfigError(f"objective {config.objective} runs on Pyro's SVI engine here "
+                          "(--engine svi, --jit, or an objective the fast engine does not "
+                          f"serve), which does not average gradients over the {world} "
+                          "processes; use --engine fast and an objective it serves, or train "
+                          "in one process")
     if min(config.batch_size, data.num_train) < world:
         raise ConfigError(f"--batch-size {config.batch_size} is the global minibatch, split over "
                           f"{world} processes: each needs at least one point; use a batch "
