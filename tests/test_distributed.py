@@ -247,3 +247,18 @@ def test_torchrun_with_a_bad_flag_ends_every_rank_with_one_line(tmp_path):
     assert 1 <= len(lines) <= 2 and len(set(lines)) == 1, done.stderr[-3000:]
     assert "epochs" in lines[0]
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_scaling_benchmark_prints_its_table(capsys):
+    """benchmarks/scaling.py at test size: one gloo process (a launch through its worker), the
+    table's row."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scaling", REPO / "benchmarks" / "scaling.py")
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    scaling.main(["--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--batch-size",
+                  "64", "--epochs", "2", "--cpu-procs", "1", "--gpus", "none", "--repeats", "1"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| gloo | 1 | cpu |"))
+    assert float(row.split("|")[4].split("[")[0].replace(",", "")) > 0
