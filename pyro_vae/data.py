@@ -440,8 +440,9 @@ def resolve_dataset(spec: str) -> DataSource:
     path = Path(spec).expanduser()
     if not path.exists():
         moved = " (moved or deleted?)" if path.is_absolute() else ""
-        raise ConfigError(f"data set {spec!r} is neither a registered name ({', '.join(DATASETS)}) "
-                          f"nor an existing folder or .npz/.npy file{moved}")
+        raise ConfigError(f"unknown data set {spec!r}: neither a registered name "
+                          f"({', '.join(DATASETS)}) nor an existing folder or .npz/.npy "
+                          f"file{moved}")
     path = path.resolve()
     if path.is_dir():
         return DataSource(str(path), lambda o: _load_folder(path, o))
