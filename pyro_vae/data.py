@@ -438,11 +438,12 @@ def resolve_dataset(spec: str) -> DataSource:
         return DataSource(spec, (lambda o: entry.load(o)) if entry.options else
                           (lambda o: entry.load()), entry)
     path = Path(spec).expanduser()
+    if not path.exists() and path.is_absolute():  # also a run's recorded data, since gone
+        raise ConfigError(f"data set {path} does not exist (moved or deleted?); put the files "
+                          "back there, or name a registered data set or another path")
     if not path.exists():
-        moved = " (moved or deleted?)" if path.is_absolute() else ""
         raise ConfigError(f"unknown data set {spec!r}: neither a registered name "
-                          f"({', '.join(DATASETS)}) nor an existing folder or .npz/.npy "
-                          f"file{moved}")
+                          f"({', '.join(DATASETS)}) nor an existing folder or .npz/.npy file")
     path = path.resolve()
     if path.is_dir():
         return DataSource(str(path), lambda o: _load_folder(path, o))

@@ -240,8 +240,8 @@ def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | 
                           f"larger --epochs (re-evaluate it with pyro-vae evaluate)")
     del state
     opened = build(config, folder=folder)
-    log.info("resuming %s (%s on %s) on %s", folder.path, config.model, config.dataset,
-             opened.data.device)
+    log.info("resuming %s (%s on %s) on %s%s", folder.path, config.model, config.dataset,
+             opened.data.device, " (fed from host memory)" if opened.data.on_host else "")
     result = train(opened.model, opened.data, config.train, folder, resume=True,
                    progress=progress)
     folder.write_config(config.to_json())  # only once its checkpoint has loaded and trained

@@ -147,7 +147,7 @@ def test_a_moved_data_folder_is_one_line(digit_folder, tmp_path, capsys):
                                                       "--epochs", "2"]):
         code, _, err = _run(argv, capsys)
         assert code == 2 and err.count("\n") == 1 and str(folder) in err, err
-        assert "moved or deleted" in err
+        assert "moved or deleted" in err and "does not exist" in err
 
 
 def _corrupt(root):
@@ -185,6 +185,10 @@ def _missing(root):
     return root / "nowhere", "nowhere"
 
 
+def _missing_relative(root):
+    return "no/such/folder", "no/such/folder"
+
+
 def _not_data(root):
     root.mkdir()
     (root / "d.csv").write_text("1,2\n")
@@ -203,6 +207,7 @@ BAD = {
     "image-out-of-range": _npz(x=np.full((4, 8, 8), 2.0)),
     "one-point": _npz(x=np.zeros((1, 8, 8), np.uint8)),
     "missing-path": _missing,
+    "missing-relative-path": _missing_relative,
     "not-a-data-file": _not_data,
 }
 
