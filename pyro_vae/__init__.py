@@ -19,7 +19,7 @@ import types
 __version__ = "0.1.0"
 
 _PUBLIC = {  # name -> the module that defines it
-    "Dataset": "data", "load_dataset": "data",
+    "DataConfig": "data", "Dataset": "data", "load_dataset": "data",
     "UserError": "errors",
     "evaluate": "evaluate",
     "importance_bounds": "importance", "log_weights": "importance",

@@ -44,9 +44,9 @@ def digit_folder(tmp_path_factory):
 def _rgb_folder(root, num=12, size=(6, 5)):
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for i in range(num):
+    for i in range(num):  # the first one a JPEG
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8), "RGB").save(
-            root / f"{i:02d}.png")
+            root / f"{i:02d}.{'jpg' if i == 0 else 'png'}")
     return root
 
 
@@ -281,5 +281,34 @@ def test_host_fed_and_device_resident_training_reach_identical_parameters(binari
         train(model, data, TrainConfig(epochs=2, batch_size=100, seed=3), progress=False)
         states[data_on] = model.state_dict()
     assert calls == [100] * (2 * 14)  # the host path ran, one gather per minibatch
+    for key, value in states["device"].items():
+        assert torch.equal(value, states["host"][key]), key
+
+
+def test_a_host_fed_rank_gets_the_same_shard(monkeypatch):
+    host = load_dataset("digits", binarize="none", options=DataConfig(data_on="host"))
+    resident = load_dataset("digits", binarize="none", options=DataConfig(data_on="device"))
+    perm = host.permutation()
+    for rank in (0, 1):
+        for (xh, yh), (xd, yd) in zip(host.batches(100, perm=perm, rank=rank, world=2),
+                                      resident.batches(100, perm=perm, rank=rank, world=2),
+                                      strict=True):
+            assert len(xh) == 50 and torch.equal(xh, xd) and torch.equal(yh, yd)
+
+
+@pytest.mark.cuda
+def test_host_fed_cuda_training_matches_device_resident():
+    states = {}
+    for data_on in ("host", "device"):
+        data = load_dataset("digits", device="cuda", options=DataConfig(data_on=data_on))
+        assert data.device.type == "cuda" and data.test_x.device.type == "cuda"
+        assert (data.train_x.device.type == "cpu") == (data_on == "host")
+        x, _ = next(data.batches(64))
+        assert x.device.type == "cuda"
+        set_seed(3)
+        model = build_model("vae", data.shape, latent_dim=2, hidden=(16,)).to("cuda")
+        train(model, data, TrainConfig(epochs=1, batch_size=100, seed=3, device="cuda"),
+              progress=False)
+        states[data_on] = model.state_dict()
     for key, value in states["device"].items():
         assert torch.equal(value, states["host"][key]), key
