@@ -2,7 +2,8 @@
 
 :func:`read_folder` decodes every image of a folder once, through a torch ``DataLoader`` with
 worker processes (PIL decodes; a tqdm bar counts the images), into one ``uint8`` array of shape
-(N, C, H, W). Class sub-folders are labels: their sorted names become 0..C-1. Without
+(N, C, H, W). Class sub-folders are labels: their sorted names become 0..C-1. Hidden files and
+folders (a leading dot) are skipped. Without
 ``size`` every image must have the first image's size; with it each image is resized
 (PIL, bilinear with antialiasing) to ``(height, width)``. ``channels`` ``"grey"`` or ``"rgb"``
 converts each image (PIL's conversions); None keeps one channel when every image is
@@ -44,8 +45,8 @@ def default_workers(num_images: int) -> int:
 def list_images(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
     """The image files of ``folder`` (sorted), their labels (None without class sub-folders)
     and the class names."""
-    entries = sorted(folder.iterdir())
-    if not entries:
+    entries = sorted(e for e in folder.iterdir() if not e.name.startswith("."))
+    if not entries:  # hidden entries (.DS_Store, .ipynb_checkpoints, ._x.png) do not count
         raise DataError(f"data folder {folder} is empty")
     subdirs = [e for e in entries if e.is_dir()]
     top = [e for e in entries if e.is_file() and e.suffix.lower() in IMAGE_SUFFIXES]
@@ -67,7 +68,8 @@ def list_images(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str]]
 
 
 def _images_under(folder: Path):
-    return (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 class _Decoder(torch.utils.data.Dataset):

@@ -77,6 +77,14 @@ def test_a_folder_with_class_sub_folders_is_labelled_grey_images_split_by_class(
     assert torch.equal(d.train_x, again.train_x) and torch.equal(d.test_y, again.test_y)
 
 
+def test_hidden_files_and_folders_are_skipped(tmp_path):
+    folder = _rgb_folder(tmp_path / "rgb", num=4)
+    (folder / "._00.png").write_bytes(b"macOS resource fork")
+    _rgb_folder(folder / ".ipynb_checkpoints", num=2)
+    x, labels, _ = read_folder(folder)
+    assert x.shape == (4, 3, 6, 5) and labels is None
+
+
 def test_decoding_with_worker_processes_gives_the_same_array(digit_folder):
     x0, y0, classes = read_folder(digit_folder, num_workers=0)
     x2, y2, _ = read_folder(digit_folder, num_workers=2)
