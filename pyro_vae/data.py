@@ -156,8 +156,8 @@ class Dataset:
         """The images ``idx`` gathered on the host into a fresh buffer (pinned for CUDA, from
         PyTorch's caching host allocator, which keeps a block until its copy is done) and
         copied to the device without blocking the host."""
-        pin = self.device.type == "cuda"
-        x = torch.empty((len(idx), *self.shape), dtype=self.train_x.dtype, pin_memory=pin)
+        x = _staging_buffer((len(idx), *self.shape), self.train_x.dtype,
+                            pin=self.device.type == "cuda")
         torch.index_select(self.train_x, 0, idx, out=x)
         return x.to(self.device, non_blocking=True)
 
@@ -167,6 +167,11 @@ class Dataset:
         if self.binarize == "dynamic":
             x = _bernoulli(x, TEST_BINARIZATION_SEED)
         return x
+
+
+def _staging_buffer(shape: tuple[int, ...], dtype: torch.dtype, pin: bool) -> torch.Tensor:
+    """A host buffer for one minibatch on its way to the device (pinned for CUDA)."""
+    return torch.empty(shape, dtype=dtype, pin_memory=pin)
 
 
 def _bernoulli(x: torch.Tensor, seed: int) -> torch.Tensor:

@@ -392,3 +392,22 @@ def test_cli_device_ordinal_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cuda:7" in err
     assert not (tmp_path / "g").exists()
+
+
+def test_cli_train_host_fed_on_device(tmp_path, capsys):
+    """``--data-on host`` on the simulated device: training images on the CPU, each minibatch
+    gathered there and copied over, every op checked against CUDA's device rules (pinning
+    needs a driver, so the staging buffer is a plain one here)."""
+    from pyro_vae import data as data_mod
+    from pyro_vae.cli import main
+
+    pins = []
+    plain = {(data_mod, "_staging_buffer"):
+             lambda shape, dtype, pin: pins.append(pin) or torch.empty(shape, dtype=dtype)}
+    with simulated_cuda(patch=plain):
+        code = main([*CLI, "--device", "cuda", "--data-on", "host", "--out", str(tmp_path / "g")])
+    capsys.readouterr()
+    assert code == 0 and pins == [True]  # 1,497 digits: one minibatch of 1,024, pinned
+    import json
+    config = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert config["data"]["data_on"] == "host"
