@@ -231,6 +231,10 @@ def test_the_cli_trains_a_colour_vae_and_writes_bits_and_colour_pictures(tmp_pat
     for name in ("samples.png", "reconstructions.png", "interpolation.png", "traversal.png"):
         assert Image.open(out / name).mode == "RGB", name
     assert _is_colour(out / "reconstructions.png")  # the inputs' rows are coloured patterns
+    assert main(["evaluate", str(out), "--num-samples", "50", "--no-progress"]) == 0  # reopens
+    assert "test -log p(x) [bits/dim]" in capsys.readouterr().out
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["test_log_likelihood_bpd"] == pytest.approx(metrics["test_log_likelihood_bpd"])
 
 
 def test_pictures_of_colour_images_are_in_colour_and_grey_stays_grey(tmp_path):
