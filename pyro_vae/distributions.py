@@ -1,4 +1,5 @@
-r"""Distributions the models need and Pyro lacks: the discretized logistic of 8-bit pixels.
+r"""Distributions the models need and Pyro lacks, for 8-bit pixels: the discretized logistic and
+a Gaussian with uniform dequantization.
 
 :class:`DiscretizedLogistic` (Salimans et al. 2017, PixelCNN++, eq. 2, without the mixture)
 puts a continuous logistic ``Y ~ Logistic(loc, s)`` on the pixel grid ``{0, 1/255, ..., 1}``:
@@ -20,9 +21,20 @@ finite and accurate for every ``loc`` and ``s`` (a very wide logistic: ``a - b``
 keeps it; a very narrow one: the logsigmoids keep the far tails), with no branch on the size
 of the bin's mass as PixelCNN++'s code needs. The edges are ``logsigmoid(a)`` and
 ``logsigmoid(-b)``.
+
+:class:`DequantizedNormal` (uniform dequantization; Theis et al. 2016, Ho et al. 2019 section 3)
+scores a level ``x`` by a Gaussian density at ``x + (u - 1/2) / 255``, ``u ~ U(0, 1)`` drawn
+afresh at every call, minus ``log 255``. With ``P(x) = int_bin N(y) dy`` the mass of x's bin,
+``E_u[N(x + (u - 1/2)/255)] / 255 = P(x)``, so ``log_prob`` is a one-draw estimate whose mean
+is a lower bound on ``log P(x)`` (Jensen), and ``exp(log_prob)`` is unbiased for ``P(x)``: an
+ELBO with it bounds the discrete log-likelihood, and importance sampling with one draw of u per
+particle estimates the discrete ``P(x)`` itself. (The bins' masses sum to slightly less than
+one: the density outside [-1/510, 1 + 1/510] is not given to any level.)
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from pyro.distributions import TorchDistribution
@@ -30,7 +42,7 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 from torch.nn import functional as F
 
-__all__ = ["DiscretizedLogistic", "UnitGrid", "on_grid"]
+__all__ = ["DequantizedNormal", "DiscretizedLogistic", "UnitGrid", "on_grid"]
 
 
 def on_grid(x: torch.Tensor, levels: int = 256, tol: float = 1e-3) -> torch.Tensor:
@@ -130,3 +142,51 @@ class DiscretizedLogistic(TorchDistribution):
         values = torch.arange(self.levels, dtype=self.loc.dtype, device=self.loc.device) / top
         values = values.reshape((-1,) + (1,) * len(self.batch_shape))
         return values.expand((-1,) + self.batch_shape) if expand else values
+
+
+class DequantizedNormal(TorchDistribution):
+    """``Normal(loc, scale)`` on 8-bit values, scored by uniform dequantization (a random
+    ``log_prob``, see the module docstring); samples are the Gaussian rounded to the grid."""
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, levels: int = 256,
+                 validate_args: bool | None = None):
+        self.loc, self.scale = broadcast_all(loc, scale)
+        self.levels = int(levels)
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return UnitGrid(self.levels)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(DequantizedNormal, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.loc, new.scale = self.loc.expand(batch_shape), self.scale.expand(batch_shape)
+        new.levels = self.levels
+        super(DequantizedNormal, new).__init__(batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        top = self.levels - 1
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device)
+        y = value + (u - 0.5) / top
+        return torch.distributions.Normal(self.loc, self.scale).log_prob(y) - math.log(top)
+
+    def sample(self, sample_shape: torch.Size | tuple = ()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
+        with torch.no_grad():
+            y = self.loc + self.scale * torch.randn(shape, dtype=self.loc.dtype,
+                                                    device=self.loc.device)
+            top = self.levels - 1
+            return torch.round(y.clamp(0, 1) * top) / top
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The Gaussian's mean clipped to [0, 1] (what the pictures show)."""
+        return self.loc.clamp(0, 1)

@@ -15,7 +15,7 @@ from PIL import Image
 from pyro_vae import data
 from pyro_vae.cli import main
 from pyro_vae.data import tensor_dataset
-from pyro_vae.distributions import DiscretizedLogistic
+from pyro_vae.distributions import DequantizedNormal, DiscretizedLogistic
 from pyro_vae.errors import DataError
 from pyro_vae.evaluate import bits_per_dim, evaluate
 from pyro_vae.latent_plots import save_interpolation
@@ -115,6 +115,26 @@ def test_the_support_is_the_8_bit_grid():
     assert d.expand((2, 3)).log_prob(torch.zeros(2, 3)).shape == (2, 3)
 
 
+@pytest.mark.parametrize("level, loc, scale", [(100, 0.4, 0.02), (3, 0.0, 0.05),
+                                               (128, 0.5, 0.001)])
+def test_dequantization_is_unbiased_for_the_bin_mass_and_bounds_its_log(level, loc, scale):
+    """mean of exp(log_prob) over 100,000 draws of u = the Gaussian's mass of the bin
+    [x - 1/510, x + 1/510] (within 5 Monte Carlo standard errors); mean of log_prob <= its
+    log."""
+    torch.manual_seed(0)
+    d = DequantizedNormal(torch.full((100_000,), loc).double(), torch.tensor(scale).double())
+    x = torch.full((100_000,), level / 255).double()
+    log_p = d.log_prob(x)
+    normal = torch.distributions.Normal(torch.tensor(loc).double(), scale)
+    mass = (normal.cdf(torch.tensor((level + 0.5) / 255)) -
+            normal.cdf(torch.tensor((level - 0.5) / 255))).item()
+    p = log_p.exp()
+    assert abs(p.mean().item() - mass) < 5 * p.std().item() / len(p) ** 0.5 + 1e-12
+    assert log_p.mean().item() <= math.log(mass)
+    samples = d.sample()
+    assert bool(d.support.check(samples).all())
+
+
 # -- models --------------------------------------------------------------------------------------
 def _model(name: str, shape, **settings):
     cls = MODELS[name]
@@ -161,7 +181,7 @@ def test_off_grid_data_is_one_line_data_error(name):
 
 def test_discrete_likelihood_is_a_capability_of_the_likelihood():
     assert {k: v.discrete for k, v in LIKELIHOODS.items()} == {
-        "bernoulli": True, "gaussian": False, "logistic": True}
+        "bernoulli": True, "gaussian": False, "logistic": True, "dequantized": True}
     assert not MODELS["vae"](MODELS["vae"].make_config(likelihood="gaussian"),
                              (1, 8, 8)).discrete_likelihood
     assert not MODELS["gmm"].discrete_likelihood
@@ -185,6 +205,23 @@ def test_a_conv_vae_learns_colour_images_and_reports_bits_per_dim():
     assert after["test_elbo_bpd"] >= after["test_log_likelihood_bpd"] > 0
     assert after["test_elbo_bpd"] < before["test_elbo_bpd"] - 0.3
     check_keys(after)
+
+
+def test_a_dequantized_gaussian_vae_trains_and_reports_bits():
+    torch.manual_seed(0)
+    x = _patterns(300)
+    dataset = tensor_dataset(x[:250], x[250:], name="colour", kind="image")
+    model = MODELS["vae"](MODELS["vae"].make_config(likelihood="dequantized", arch="conv",
+                                                    latent_dim=4, hidden=(32,)), x.shape[1:])
+    assert check_model_guide(model, x[:4]) == []
+    with pytest.raises(DataError, match="dequantized Gaussian"):
+        model.check_data(x + 0.3 / 255)
+    before = evaluate(model, dataset.test_x, num_samples=10, iwae_ks=(5,))
+    train(model, dataset, TrainConfig(epochs=3, batch_size=50, lr=3e-3), progress=False)
+    after = evaluate(model, dataset.test_x, num_samples=10, iwae_ks=(5,))
+    assert after["test_elbo"] > before["test_elbo"]
+    assert after["test_elbo_bpd"] == pytest.approx(-after["test_elbo"] / (768 * LN2))
+    assert model.sample(2).shape == (2, 3, 16, 16)
 
 
 def test_a_gaussian_vae_reports_no_bits():

@@ -14,6 +14,10 @@ mass over pixel values (``discrete``: bits per dimension apply) and which data i
                (values k/255): the decoder gives two maps per channel, the location
                ``0.5 + out_loc`` and the log-scale ``-7 + softplus(out_scale + 5)`` (a
                soft floor at -7 as PixelCNN++, about -2 at ``out_scale = 0``); discrete.
+``dequantized`` :class:`~pyro_vae.distributions.DequantizedNormal`: the ``gaussian`` entry's
+               ``Normal(out, softplus(r) + 1e-3)`` scored at ``x + (u - 1/2)/255`` minus
+               ``log 255``, u uniform: a bound on the discrete log-likelihood of 8-bit
+               pixels (the Gaussian of the uniform-dequantization papers); discrete.
 =============  ==========================================================================
 
 A decoder of a likelihood with ``outputs = 2`` produces ``(2 C, H, W)`` for data ``(C, H, W)``
@@ -27,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.distributions import DiscretizedLogistic, on_grid
+from pyro_vae.distributions import DequantizedNormal, DiscretizedLogistic, on_grid
 from pyro_vae.errors import DataError
 from pyro_vae.nn import set_output_bias_
 
@@ -67,6 +71,13 @@ class Likelihood:
         return False
 
 
+def check_grid(x: torch.Tensor, what: str, scorer: str, levels: int = 256) -> None:
+    """One-line :class:`DataError` unless ``x`` holds 8-bit values k/255."""
+    if not on_grid(x, levels).all():
+        raise DataError(f"{what} is not on the 8-bit grid k/255 of [0, 1] that {scorer} "
+                        "scores: use pixel values k/255, or --likelihood gaussian")
+
+
 class Bernoulli(Likelihood):
     name, doc, discrete = "bernoulli", "binary pixels (0/1)", True
 
@@ -100,6 +111,21 @@ class Gaussian(Likelihood):
         return out
 
 
+class Dequantized(Gaussian):
+    name, doc, discrete = "dequantized", "8-bit pixels k/255 (dequantized Gaussian)", True
+    levels = 256
+
+    def dist(self, out, model):
+        scale = F.softplus(model.raw_obs_scale) + 1e-3
+        return DequantizedNormal(out, scale, self.levels, validate_args=False)
+
+    def mean(self, out, model):
+        return out.clamp(0, 1)
+
+    def check(self, x, what):
+        check_grid(x, what, "the dequantized Gaussian likelihood", self.levels)
+
+
 LOG_SCALE_FLOOR = -7.0
 LOG_SCALE_SHIFT = 5.0  # log-scale -7 + softplus(5) ~ -2 (scale 0.14) at a zero output
 
@@ -120,14 +146,11 @@ class Logistic(Likelihood):
         return DiscretizedLogistic(loc, log_scale, self.levels, validate_args=False)
 
     def check(self, x, what):
-        if not on_grid(x, self.levels).all():
-            raise DataError(f"{what} is not on the 8-bit grid k/255 of [0, 1] that the "
-                            "discretized logistic likelihood scores: use pixel values k/255, or "
-                            "--likelihood gaussian")
+        check_grid(x, what, "the discretized logistic likelihood", self.levels)
 
 
-LIKELIHOODS: dict[str, Likelihood] = {lik.name: lik for lik in (Bernoulli(), Gaussian(),
-                                                                 Logistic())}
+LIKELIHOODS: dict[str, Likelihood] = {lik.name: lik for lik in (
+    Bernoulli(), Gaussian(), Logistic(), Dequantized())}
 
 
 def decoder_outputs(likelihood: str, data_shape: tuple[int, ...]) -> tuple[int, ...]:
