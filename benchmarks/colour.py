@@ -13,8 +13,9 @@ The set is registered for the length of this process as the data set ``colour-pa
 (one line in ``pyro_vae.data.DATASETS``) and each row is a run of the run layer (``run``):
 ``vae --likelihood logistic --arch conv|mlp --binarize none`` (rows ``conv``, ``mlp``), and
 ``--likelihood dequantized --arch conv`` (row ``conv-dequantized``: the Gaussian of uniform
-dequantization, whose bits per dimension bound the same discrete likelihood). The table is test ELBO and
-importance-sampled log p(x) in nats and in bits per dimension (metrics.json's ``*_bpd`` keys).
+dequantization, whose bits per dimension bound the same discrete likelihood). The table is test
+ELBO and importance-sampled log p(x) in nats and in bits per dimension (metrics.json's
+``*_bpd`` keys).
 The run folders need the registration to be reopened, so ``pyro-vae evaluate`` on them works
 only from a process that registers the set again (as tests/test_colour.py does).
 """

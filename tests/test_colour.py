@@ -288,3 +288,22 @@ def test_pictures_of_colour_images_are_in_colour_and_grey_stays_grey(tmp_path):
     grey = _model("vae", (1, 8, 8), latent_dim=2, hidden=(8,))
     path = save_samples(grey, tmp_path / "g.png", num=4)
     assert not _is_colour(path)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("likelihood", ["logistic", "dequantized"])
+def test_colour_vae_trains_and_reports_bits_on_cuda(likelihood):
+    torch.manual_seed(0)
+    x = _patterns(300, size=32).to("cuda")
+    dataset = tensor_dataset(x[:250], x[250:], name="colour", kind="image")
+    model = MODELS["vae"](MODELS["vae"].make_config(likelihood=likelihood, arch="conv",
+                                                    latent_dim=4, hidden=(32,)),
+                          x.shape[1:]).to("cuda")
+    assert check_model_guide(model, x[:4]) == []
+    for objective, k in (("trace", 1), ("iwae", 3)):
+        train(model, dataset, TrainConfig(epochs=1, batch_size=50, device="cuda",
+                                          objective=objective, num_particles=k), progress=False)
+    m = evaluate(model, dataset.test_x, num_samples=20, iwae_ks=(5,))
+    assert m["test_log_likelihood_bpd"] == pytest.approx(
+        -m["test_log_likelihood"] / (3 * 32 * 32 * LN2))
+    assert model.sample(4).device.type == "cuda"
