@@ -59,7 +59,8 @@ MODEL_HELP = {
     "latent_dim": "latent dimensions",
     "hidden": "hidden layer sizes, e.g. 400 or 200,200",
     "activation": "relu, tanh, softplus or elu",
-    "likelihood": "bernoulli (binary data) or gaussian",
+    "likelihood": "bernoulli (binary data), gaussian, or for 8-bit pixels k/255 logistic "
+                  "(discretized logistic) or dequantized (Gaussian)",
     "layers": "stochastic layers of Bernoulli latents, 1 or 2",
     "arch": "mlp or conv encoder/decoder",
     "latent_dims": "units of each stochastic layer, z1 first, e.g. 100,50",

@@ -19,6 +19,7 @@ OBJECTIVE = {"pyro_vae.objectives", "pyro_vae.annealing"}
 # module (or package prefix) -> what it must not import
 FORBIDDEN = {
     "pyro_vae.runs": FRONT | LOOP | MEASURE | OBJECTIVE | {"pyro_vae.models"},
+    "pyro_vae.distributions": FRONT | LOOP | MEASURE | OBJECTIVE | {"pyro_vae.models"},
     "pyro_vae.models": FRONT | LOOP | MEASURE | OBJECTIVE | {"pyro_vae.plots"},
     **{f"pyro_vae.estimators.{m}": FRONT | LOOP | MEASURE | {"pyro_vae.models"}
        for m in ("base", "baselines", "dreg", "iwae", "rws", "traces", "vimco")},

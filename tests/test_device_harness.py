@@ -270,6 +270,9 @@ def _step_reads(cfg: RunConfig, steps: int = 3) -> list:
       for o in ("iwae", "vimco", "iwae-dreg")],
     pytest.param("vae", {"objective": "trace", "free_bits": 0.1}, id="vae-free-bits"),
     pytest.param("cvae", {"objective": "trace"}, id="cvae-trace"),
+    pytest.param("vae", {"objective": "trace",
+                         "settings": {**SETTINGS["vae"], "likelihood": "logistic"}},
+                 id="vae-logistic"),
 ])
 def test_fast_engine_steps_do_not_read_the_device(name, train):
     reads = _step_reads(config(name, **train))
