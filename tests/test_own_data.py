@@ -320,3 +320,34 @@ def test_host_fed_cuda_training_matches_device_resident():
         states[data_on] = model.state_dict()
     for key, value in states["device"].items():
         assert torch.equal(value, states["host"][key]), key
+
+
+def test_a_colour_folder_trains_with_the_8_bit_likelihood_and_reports_bits_per_dimension(
+        tmp_path, capsys):
+    """The issue's must-hold: a folder of RGB PNGs -> `pyro-vae train vae --likelihood logistic
+    --arch conv` -> metrics.json and the summary in bits per dimension (nats / (D ln 2))."""
+    folder = tmp_path / "colour"
+    rng = np.random.default_rng(1)
+    for label, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+        (folder / f"c{label}").mkdir(parents=True)
+        for i in range(24):
+            image = np.zeros((12, 12, 3), np.uint8)
+            r, c = rng.integers(0, 6, 2)
+            image[r:r + 6, c:c + 6] = colour
+            Image.fromarray(image, "RGB").save(folder / f"c{label}" / f"{i:02d}.png")
+    out = tmp_path / "run"
+    code, text, err = _run(["train", "vae", "--dataset", folder, "--likelihood", "logistic",
+                            "--arch", "conv", "--epochs", "2", "--out", out, *TINY], capsys)
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["binarize"] == "none"  # colour images are not binarized
+    metrics = json.loads((out / "metrics.json").read_text())
+    dims = 3 * 12 * 12
+    assert metrics["bpd_dims"] == dims
+    assert metrics["test_elbo_bpd"] == pytest.approx(-metrics["test_elbo"] / (dims * np.log(2)))
+    assert metrics["test_log_likelihood_bpd"] == pytest.approx(
+        -metrics["test_log_likelihood"] / (dims * np.log(2)))
+    assert 0 < metrics["test_log_likelihood_bpd"] <= metrics["test_elbo_bpd"] < 8
+    assert "bits/dim" in text
+    with Image.open(out / "samples.png") as picture:
+        assert picture.mode == "RGB"
