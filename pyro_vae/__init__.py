@@ -3,7 +3,8 @@
 The pieces, one concept a module (docs/architecture.md): :mod:`~pyro_vae.models` (model/guide
 pairs and their registry), :mod:`~pyro_vae.nn` (building blocks), :mod:`~pyro_vae.objectives`
 (the objective registry), :mod:`~pyro_vae.data`, :mod:`~pyro_vae.train` (the SVI loop and its
-hooks), :mod:`~pyro_vae.importance` (importance-sampled bounds on log p(x)),
+hooks), :mod:`~pyro_vae.distributions` (of 8-bit pixels), :mod:`~pyro_vae.importance`
+(importance-sampled bounds on log p(x)),
 :mod:`~pyro_vae.evaluate` and :mod:`~pyro_vae.metrics` (test metrics, active units; the metrics
 registry), :mod:`~pyro_vae.run_config` and :mod:`~pyro_vae.runner` (the run layer),
 :mod:`~pyro_vae.plots`, :mod:`~pyro_vae.testing` (``check_model_guide``) and
@@ -19,11 +20,13 @@ import types
 __version__ = "0.1.0"
 
 _PUBLIC = {  # name -> the module that defines it
-    "Dataset": "data", "load_dataset": "data",
+    "DataConfig": "data", "Dataset": "data", "load_dataset": "data",
+    "DequantizedNormal": "distributions", "DiscretizedLogistic": "distributions",
     "UserError": "errors",
     "evaluate": "evaluate",
     "importance_bounds": "importance", "log_weights": "importance",
     "MODELS": "models", "LatentModel": "models", "build_model": "models",
+    "LIKELIHOODS": "models.likelihoods",
     "register_model": "models.registry",
     "IWAE_ELBO": "objectives", "make_objective": "objectives",
     "EvalConfig": "run_config", "RunConfig": "run_config",

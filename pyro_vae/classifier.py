@@ -64,7 +64,7 @@ def train_classifier(data: Dataset, epochs: int = 10, batch_size: int = 128, lr:
         perm = torch.randperm(len(x), generator=gen).to(x.device)
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
-            xb, yb = x[idx], y[idx]
+            xb, yb = x[idx].to(data.device), y[idx.to(y.device)]  # x may stay on the host
             if data.binarize == "dynamic":  # grey values and a binarized draw of each
                 u = torch.rand(xb.shape, generator=gen).to(xb.device)
                 xb, yb = torch.cat([xb, (u < xb).to(xb.dtype)]), torch.cat([yb, yb])

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pyro_vae import __version__, distributed, runner
-from pyro_vae.data import BINARIZATIONS, DATASETS
+from pyro_vae.data import BINARIZATIONS, CHANNELS, DATA_ON, DATASETS
 from pyro_vae.errors import ConfigError, UserError, check_positive, check_seed, out_of_memory
 from pyro_vae.latent_plots import KINDS as LATENT_PICTURES
 from pyro_vae.metrics import format_summary
@@ -59,7 +59,8 @@ MODEL_HELP = {
     "latent_dim": "latent dimensions",
     "hidden": "hidden layer sizes, e.g. 400 or 200,200",
     "activation": "relu, tanh, softplus or elu",
-    "likelihood": "bernoulli (binary data) or gaussian",
+    "likelihood": "bernoulli (binary data), gaussian, or for 8-bit pixels k/255 logistic "
+                  "(discretized logistic) or dequantized (Gaussian)",
     "layers": "stochastic layers of Bernoulli latents, 1 or 2",
     "arch": "mlp or conv encoder/decoder",
     "latent_dims": "units of each stochastic layer, z1 first, e.g. 100,50",
@@ -124,10 +125,32 @@ def _typed(setting):
     return parse
 
 
+DATASET_HELP = (f"one of: {', '.join(DATASETS)}; or a folder of PNG/JPEG images (class "
+                "sub-folders = labels) or a .npz/.npy file (x, optional y)")
+DATA_FLAGS = ("image_size", "channels", "data_on")
+
+
+def _add_data_flags(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    p.add_argument("--dataset", default=default,
+                   help=f"{DATASET_HELP} (default {DEFAULT_DATASET})")
+    p.add_argument("--binarize", choices=BINARIZATIONS,
+                   help="dynamic (default for grey images), fixed or none (default for colour)")
+    p.add_argument("--image-size", help="resize images to N (square) or HxW")
+    p.add_argument("--channels", choices=CHANNELS,
+                   help="convert images to grey or rgb (default: as the files are)")
+    p.add_argument("--data-on", choices=DATA_ON,
+                   help="training images on the device, in host memory (each minibatch copied "
+                        "over), or auto: host when they exceed half the free GPU memory "
+                        "(default auto)")
+
+
+def _given_data(args) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in DATA_FLAGS
+            if getattr(args, name, None) is not None}
+
+
 def _add_train_flags(t: argparse.ArgumentParser) -> None:
-    t.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default {DEFAULT_DATASET})")
-    t.add_argument("--binarize", choices=BINARIZATIONS,
-                   help="dynamic (default for images), fixed or none")
+    _add_data_flags(t)
     d = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(d, f.name)
@@ -178,8 +201,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="run check_model_guide on a model and a few data points")
     c.add_argument("model", help=spec_help)
-    c.add_argument("--dataset", default=DEFAULT_DATASET, help=f"one of: {', '.join(DATASETS)}")
-    c.add_argument("--binarize", choices=BINARIZATIONS)
+    _add_data_flags(c, default=DEFAULT_DATASET)
     c.add_argument("--points", type=int, default=8, help="test points to run on (8)")
     c.add_argument("--device", default="cpu")
 
@@ -317,10 +339,11 @@ def _cmd_train(args, flags: dict[str, str]) -> int:
         evaluation = EvalConfig() if args.eval_samples is None else EvalConfig(args.eval_samples)
         config = RunConfig.for_model(args.model, dataset=args.dataset or DEFAULT_DATASET,
                                      binarize=args.binarize, train=_given_train(args),
-                                     eval=evaluation, **_given_model_settings(args))
+                                     eval=evaluation, data=_given_data(args),
+                                     **_given_model_settings(args))
         name = config.model_ref().name.replace("/", "_").replace(":", "_")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = args.out or Path("runs") / f"{name}-{config.dataset}-{stamp}"
+        out = args.out or Path("runs") / f"{name}-{Path(config.dataset).name}-{stamp}"
         result = runner.run(config, out, progress=progress)
     if distributed.is_main():  # under torchrun rank 0 speaks for the run
         print(format_summary(result.metrics, f"run: {result.run.path}"))
@@ -336,7 +359,8 @@ def _resume(args, progress: bool) -> runner.RunResult:
                                                                  num_samples=args.eval_samples)
     return runner.resume(args.out, progress=progress, eval=evaluation, model=args.model,
                          dataset=args.dataset, binarize=args.binarize,
-                         model_settings=_given_model_settings(args), **_given_train(args))
+                         model_settings=_given_model_settings(args), data=_given_data(args),
+                         **_given_train(args))
 
 
 def _cmd_check(args, flags: dict[str, str]) -> int:
@@ -345,7 +369,7 @@ def _cmd_check(args, flags: dict[str, str]) -> int:
     check_positive("--points", args.points)
     config = RunConfig.for_model(args.model, dataset=args.dataset, binarize=args.binarize,
                                  train={"device": args.device}, eval={"num_samples": 0},
-                                 **_given_model_settings(args))
+                                 data=_given_data(args), **_given_model_settings(args))
     opened = runner.build(config)
     data = opened.data
     x = data.test_x[:args.points]
@@ -426,6 +450,8 @@ def _cmd_list(args, flags) -> int:
     for line in describe():
         print(f"  {line}")
     print("data sets:  " + ", ".join(DATASETS))
+    print("            or a path: a folder of PNG/JPEG images (class sub-folders = labels), "
+          "a .npz/.npy file (x, optional y)")
     return 0
 
 

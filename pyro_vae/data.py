@@ -16,13 +16,23 @@ and one :class:`DataSpec` line in :data:`DATASETS`):
                    1,500 / 500 points, the generating parameters are known.
 ``shapes``         dSprites-like binary 32x32 shapes from five known factors, drawn in code
                    (``shapes-64``: 64x64); 5,120 / 1,024 split (:mod:`pyro_vae.shapes`).
+``cifar10``        torchvision's CIFAR-10 (50,000 / 10,000 colour 32x32 images), downloaded.
+``celeba``         torchvision's CelebA (its train / test split), centre-cropped and resized
+                   (default 64x64), downloaded.
 =================  =======================================================================
+
+Any other ``--dataset`` is a path (:func:`resolve_dataset`, the one place that tells names from
+paths): a folder of PNG/JPEG images, class sub-folders as labels, or a ``.npz``/``.npy`` file
+(read by :mod:`pyro_vae.image_files`); such sources get a seeded split (:func:`split_indices`).
+The loaders other than the synthetic ones live in :mod:`pyro_vae.sources`.
+:class:`DataConfig` holds the data options: ``image_size``, ``channels`` and ``data_on``
+(the training images on the device, or in host memory with each minibatch copied over).
 
 Binarization of grey-value images (IWAE's published numbers use ``dynamic``):
 
 * ``dynamic``: each training image is re-drawn ``x ~ Bernoulli(grey)`` every time it is used;
 * ``fixed``: drawn once with a fixed seed;
-* ``none``: grey values are kept (use a Gaussian likelihood).
+* ``none``: grey values are kept (use a Gaussian likelihood); the default for colour images.
 
 The test split is binarized once, with a fixed seed, whatever the training binarization, so
 evaluations of different runs compare.
@@ -30,9 +40,8 @@ evaluations of different runs compare.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -40,26 +49,29 @@ import numpy as np
 import torch
 
 from pyro_vae.errors import ConfigError, DataError, check_choice
+from pyro_vae.image_files import reshape_images
 from pyro_vae.shapes import load_shapes
+from pyro_vae.sources import (  # re-exported: the data layer's names in one place
+    CHANNELS,
+    DATA_ON,
+    SPLIT_SEED,
+    TEST_FRACTION,
+    DataConfig,
+    RawData,
+    _load_arrays,
+    _load_celeba,
+    _load_cifar10,
+    _load_folder,
+    _torchvision_loader,
+    default_root,
+    parse_image_size,
+    split_indices,
+)
 
 BINARIZATIONS = ("dynamic", "fixed", "none")
-SPLIT_SEED = 0  # the train/test split never depends on --seed
+HOST_BUDGET = 0.5  # auto: host-fed when the training images exceed this share of free memory
 TEST_BINARIZATION_SEED = 1234
 FIXED_BINARIZATION_SEED = 4321
-
-
-@dataclass(frozen=True)
-class RawData:
-    """A data set as loaded, before splitting choices that depend on the run."""
-
-    train_x: np.ndarray  # float32, (N, *shape); images in [0, 1]
-    train_y: np.ndarray | None
-    test_x: np.ndarray
-    test_y: np.ndarray | None
-    kind: str  # "image" (grey values in [0, 1]) or "real"
-    train_factors: np.ndarray | None = None  # (N, F) known generative factors, if any
-    test_factors: np.ndarray | None = None
-    factor_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -80,6 +92,7 @@ class Dataset:
     binarize: str
     test_factors: torch.Tensor | None = None  # (N, F) factor indices of synthetic data
     factor_names: tuple[str, ...] = ()
+    train_device: torch.device | None = None  # set when train_x stays in host memory
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -92,7 +105,13 @@ class Dataset:
 
     @property
     def device(self) -> torch.device:
-        return self.train_x.device
+        """The training device (where minibatches, labels and the test split live)."""
+        return self.train_x.device if self.train_device is None else self.train_device
+
+    @property
+    def on_host(self) -> bool:
+        """True when the training images stay in host memory (``data_on="host"``)."""
+        return self.train_device is not None
 
     def num_batches(self, batch_size: int) -> int:
         """Batches per epoch: full batches only (the remainder is re-shuffled next epoch)."""
@@ -112,7 +131,10 @@ class Dataset:
         generator, so a seeded run and a resumed one see the same batches). Global minibatch
         ``i`` is ``perm[i * batch_size:(i + 1) * batch_size]``; with ``world > 1`` (data-parallel
         training) this process gets the ``rank``-th of ``world`` contiguous shards of it. With
-        ``dynamic`` binarization every image of the shard is re-drawn here.
+        ``dynamic`` binarization every image of the shard is re-drawn here, on the device.
+
+        Host-fed data (:attr:`on_host`) is indexed on the host and each minibatch copied to the
+        device (:meth:`_host_batch`); the values, and so a seeded run, are the same.
         """
         n = self.num_train
         batch_size = min(batch_size, n)
@@ -121,18 +143,35 @@ class Dataset:
             idx = perm[i * batch_size:(i + 1) * batch_size]
             if world > 1:
                 idx = idx.tensor_split(world)[rank]
-            idx = idx.to(self.train_x.device)
-            x = self.train_x[idx]
+            if self.on_host:
+                x = self._host_batch(idx)
+            else:
+                idx = idx.to(self.train_x.device)
+                x = self.train_x[idx]
             if self.binarize == "dynamic":
                 x = torch.bernoulli(x)
-            yield x, (None if self.train_y is None else self.train_y[idx])
+            yield x, (None if self.train_y is None else self.train_y[idx.to(self.train_y.device)])
+
+    def _host_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The images ``idx`` gathered on the host into a fresh buffer (pinned for CUDA, from
+        PyTorch's caching host allocator, which keeps a block until its copy is done) and
+        copied to the device without blocking the host."""
+        x = _staging_buffer((len(idx), *self.shape), self.train_x.dtype,
+                            pin=self.device.type == "cuda")
+        torch.index_select(self.train_x, 0, idx, out=x)
+        return x.to(self.device, non_blocking=True)
 
     def train_eval_x(self, limit: int | None = None) -> torch.Tensor:
         """Training images as an evaluation sees them (one fixed binarized draw)."""
-        x = self.train_x if limit is None else self.train_x[:limit]
+        x = (self.train_x if limit is None else self.train_x[:limit]).to(self.device)
         if self.binarize == "dynamic":
             x = _bernoulli(x, TEST_BINARIZATION_SEED)
         return x
+
+
+def _staging_buffer(shape: tuple[int, ...], dtype: torch.dtype, pin: bool) -> torch.Tensor:
+    """A host buffer for one minibatch on its way to the device (pinned for CUDA)."""
+    return torch.empty(shape, dtype=dtype, pin_memory=pin)
 
 
 def _bernoulli(x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -175,31 +214,6 @@ def _load_digits() -> RawData:
     return RawData(x[train], y[train], x[test], y[test], "image")
 
 
-def default_root() -> Path:
-    """Where downloaded data sets are cached: ``$PYRO_VAE_DATA`` or ``~/.cache/pyro_vae``."""
-    return Path(os.environ.get("PYRO_VAE_DATA", Path.home() / ".cache" / "pyro_vae"))
-
-
-def _torchvision_loader(cls_name: str, pretty: str) -> Callable[[], RawData]:
-    def load() -> RawData:
-        import torchvision.datasets as tvd
-
-        root = default_root()
-        parts = {}
-        try:
-            for train in (True, False):
-                ds = getattr(tvd, cls_name)(str(root), train=train, download=True)
-                parts[train] = (ds.data.numpy().astype(np.float32)[:, None] / 255.0,
-                                ds.targets.numpy().astype(np.int64))
-        except Exception as exc:  # network, disk, corrupt archive: all end the same way
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataError(f"could not get {pretty} into {root} ({reason}); offline? "
-                            "use --dataset mnist-5k, the bundled subset") from None
-        return RawData(parts[True][0], parts[True][1], parts[False][0], parts[False][1], "image")
-
-    return load
-
-
 def linear_gaussian_parameters(dim: int = 10, latent_dim: int = 2, seed: int = 7) -> dict:
     """The generating parameters of the ``linear-gaussian`` data set: x = W z + b + sigma * eps."""
     gen = torch.Generator().manual_seed(seed)
@@ -223,11 +237,14 @@ def _load_linear_gaussian() -> RawData:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A registered data set: its loader and what it holds (``image``: grey values in [0, 1],
-    binarized by default; ``real``: real values, never binarized)."""
+    """A registered data set: its loader and what it holds (``image``: values in [0, 1], as
+    float32 or uint8 0..255; ``real``: real values, never binarized). ``channels`` of its
+    images; ``options``: the loader takes the :class:`DataConfig` (and sizes images itself)."""
 
-    load: Callable[[], RawData]
+    load: Callable[..., RawData]
     kind: str
+    channels: int = 1
+    options: bool = False
 
 
 DATASETS: dict[str, DataSpec] = {
@@ -235,30 +252,114 @@ DATASETS: dict[str, DataSpec] = {
     "digits": DataSpec(_load_digits, "image"),
     "mnist": DataSpec(_torchvision_loader("MNIST", "MNIST"), "image"),
     "fashion-mnist": DataSpec(_torchvision_loader("FashionMNIST", "Fashion-MNIST"), "image"),
+    "cifar10": DataSpec(_load_cifar10, "image", channels=3, options=True),
+    "celeba": DataSpec(_load_celeba, "image", channels=3, options=True),
     "linear-gaussian": DataSpec(_load_linear_gaussian, "real"),
     "gmm-2d": DataSpec(lambda: _load_gmm_2d(), "real"),
     "shapes": DataSpec(lambda: load_shapes(32), "image"),
     "shapes-64": DataSpec(lambda: load_shapes(64), "image"),
 }
+FILE_SUFFIXES = (".npz", ".npy")  # besides folders of images
 
 
-def default_binarization(name: str) -> str:
-    """``dynamic`` for grey-value images, ``none`` for real-valued data."""
-    check_choice("data set", name, DATASETS)
-    return "dynamic" if DATASETS[name].kind == "image" else "none"
+@dataclass(frozen=True)
+class DataSource:
+    """What :func:`resolve_dataset` finds: ``spec`` (a registered name, or a file or folder's
+    absolute path, as a run records it) and its loader."""
+
+    spec: str
+    load: Callable[[DataConfig], RawData]
+    registered: DataSpec | None = None
+
+
+def resolve_dataset(spec: str) -> DataSource:
+    """A registered name (:data:`DATASETS`; it wins over a same-named path: write ``./NAME``)
+    or the path of a folder of images or an ``.npz``/``.npy`` file. Raises
+    :class:`ConfigError` for anything else, naming the path (a run's recorded folder that was
+    moved or deleted ends here)."""
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(f"data set must be a name or a path, got {spec!r}")
+    if spec in DATASETS:
+        entry = DATASETS[spec]
+        return DataSource(spec, (lambda o: entry.load(o)) if entry.options else
+                          (lambda o: entry.load()), entry)
+    path = Path(spec).expanduser()
+    if not path.exists() and path.is_absolute():  # also a run's recorded data, since gone
+        raise ConfigError(f"data set {path} does not exist (moved or deleted?); put the files "
+                          "back there, or name a registered data set or another path")
+    if not path.exists():
+        raise ConfigError(f"unknown data set {spec!r}: neither a registered name "
+                          f"({', '.join(DATASETS)}) nor an existing folder or .npz/.npy file")
+    path = path.resolve()
+    if path.is_dir():
+        return DataSource(str(path), lambda o: _load_folder(path, o))
+    if path.suffix.lower() in FILE_SUFFIXES:
+        return DataSource(str(path), lambda o: _load_arrays(path, o))
+    raise ConfigError(f"data set {path} is a file but not .npz or .npy; give a folder of "
+                      "PNG/JPEG images or a .npz/.npy file")
+
+
+def _binarization_of(kind: str, channels: int) -> str:
+    return "dynamic" if kind == "image" and channels == 1 else "none"
+
+
+def default_binarization(name: str, options: DataConfig | None = None) -> str | None:
+    """``dynamic`` for grey-value images, ``none`` for colour images and real-valued data;
+    None for a path (known once its files are read: :func:`load_dataset` decides)."""
+    entry = resolve_dataset(name).registered
+    if entry is None:
+        return None
+    channels = CHANNELS.get(options.channels) if options and options.channels else entry.channels
+    return _binarization_of(entry.kind, channels)
+
+
+def resolve_data_on(data_on: str, nbytes: int, device: torch.device) -> str:
+    """``device`` or ``host`` for ``data_on`` (``auto``: host when ``nbytes`` exceed
+    :data:`HOST_BUDGET` of the free memory ``torch.cuda.mem_get_info`` reports; on the CPU
+    and other devices, device)."""
+    check_choice("data-on", data_on, DATA_ON)
+    if data_on != "auto":
+        return data_on
+    if device.type != "cuda":
+        return "device"
+    free, _ = torch.cuda.mem_get_info(device)
+    return "host" if nbytes > HOST_BUDGET * free else "device"
+
+
+def _images(raw: RawData, options: DataConfig, where: str) -> RawData:
+    """``raw`` with ``options.image_size``/``channels`` applied to its images."""
+    if options.image_size is None and options.channels is None:
+        return raw
+    if raw.kind != "image":
+        raise ConfigError(f"data set {where} is real valued; --image-size and --channels apply "
+                          "to images only")
+    return replace(raw, train_x=reshape_images(raw.train_x, options.image_size, options.channels),
+                   test_x=reshape_images(raw.test_x, options.image_size, options.channels))
+
+
+def _float(a: np.ndarray) -> torch.Tensor:
+    """float32 values; uint8 images become k/255."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t.to(torch.float32)
 
 
 def load_dataset(name: str, *, binarize: str | None = None,
-                 device: torch.device | str = "cpu") -> Dataset:
-    """Load a registered data set onto ``device`` with the given binarization.
+                 device: torch.device | str = "cpu",
+                 options: DataConfig | None = None) -> Dataset:
+    """Load a data set (a registered name or a path, :func:`resolve_dataset`) onto ``device``
+    with the given binarization and data options (:class:`DataConfig`; with ``data_on`` host
+    the training images stay in host memory, :attr:`Dataset.on_host`).
 
     Raises :class:`ConfigError` for an unknown name or binarization and :class:`DataError`
-    when the data cannot be had (e.g. a download while offline).
+    when the data cannot be had (e.g. a download while offline, a corrupt image).
     """
-    check_choice("data set", name, DATASETS)
-    binarize = default_binarization(name) if binarize is None else binarize
-    check_choice("binarization", binarize, BINARIZATIONS)
-    raw = DATASETS[name].load()
+    options = DataConfig() if options is None else options
+    if binarize is not None:
+        check_choice("binarization", binarize, BINARIZATIONS)
+    source = resolve_dataset(name)
+    raw = _images(source.load(options), options, source.spec)
+    channels = raw.train_x.shape[1] if raw.kind == "image" and raw.train_x.ndim == 4 else 1
+    binarize = _binarization_of(raw.kind, channels) if binarize is None else binarize
     if raw.kind != "image" and binarize != "none":
         raise ConfigError(f"data set {name} is real valued; binarization applies to grey-value "
                           "images only: use --binarize none")
@@ -267,13 +368,17 @@ def load_dataset(name: str, *, binarize: str | None = None,
     def tensor(a: np.ndarray | None) -> torch.Tensor | None:
         return None if a is None else torch.as_tensor(a).to(device)
 
-    train_x, test_x = tensor(raw.train_x), tensor(raw.test_x)
+    train_x, test_x = _float(raw.train_x), _float(raw.test_x).to(device)
+    on_host = resolve_data_on(options.data_on, train_x.numel() * 4, device) == "host"
+    if not on_host:
+        train_x = train_x.to(device)
     if binarize != "none":
         test_x = _bernoulli(test_x, TEST_BINARIZATION_SEED)
     if binarize == "fixed":
         train_x = _bernoulli(train_x, FIXED_BINARIZATION_SEED)
-    return Dataset(name, train_x, tensor(raw.train_y), test_x, tensor(raw.test_y), raw.kind,
-                   binarize, tensor(raw.test_factors), raw.factor_names)
+    return Dataset(source.spec, train_x, tensor(raw.train_y), test_x, tensor(raw.test_y),
+                   raw.kind, binarize, tensor(raw.test_factors), raw.factor_names,
+                   device if on_host else None)
 
 
 def gmm_2d_parameters() -> dict:
@@ -320,3 +425,10 @@ def tensor_dataset(train_x: torch.Tensor, test_x: torch.Tensor | None = None,
         raise DataError(f"test points have shape {tuple(test_x.shape[1:])}, training points "
                         f"{tuple(train_x.shape[1:])}")
     return Dataset(name, train_x, None, test_x.to(train_x.device), None, kind, "none")
+
+
+__all__ = ["BINARIZATIONS", "CHANNELS", "DATASETS", "DATA_ON", "HOST_BUDGET", "SPLIT_SEED",
+           "TEST_FRACTION", "DataConfig", "DataSource", "DataSpec", "Dataset", "RawData",
+           "default_binarization", "default_root", "gmm_2d_parameters",
+           "linear_gaussian_parameters", "load_dataset", "parse_image_size", "resolve_data_on",
+           "resolve_dataset", "sample_gmm", "split_indices", "tensor_dataset"]

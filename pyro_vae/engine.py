@@ -213,7 +213,10 @@ class SVIStepper:
         self.svi = SVI(model_fn, guide_fn, self.optim, elbo)
 
     def step(self, x, y, num_data: int) -> torch.Tensor:
-        return torch.tensor(self.svi.step(x, y, num_data=num_data))
+        # no labels: y is left out rather than passed as None, which Pyro's jit ELBOs cannot
+        # trace ("Type 'Tuple[..., NoneType]' cannot be traced")
+        args = (x,) if y is None else (x, y)
+        return torch.tensor(self.svi.step(*args, num_data=num_data))
 
     def set_lr_factor(self, factor: float) -> None:
         if factor != 1.0:  # Pyro makes and restores its optimizers lazily, inside svi.step

@@ -6,12 +6,18 @@ error convention of the whole package -- are computed by :mod:`pyro_vae.importan
 ``Bounds`` are re-exported here for existing callers. :func:`evaluate` gathers them with the
 latent usage into the test metrics of a run.
 
+Bits per dimension: for a model whose likelihood is a probability mass over the data values
+(``model.discrete_likelihood``: Bernoulli pixels, the discretized logistic of 8-bit pixels),
+each bound is also given as :math:`-\text{nats} / (D \ln 2)` with D = ``model.scored_dims``
+(C * H * W for an image): :func:`bits_per_dim`. A density (Gaussian pixels) has no such number.
+
 Active units (Burda et al. 2016): latent dimension u is active when
 :math:`\mathrm{Cov}_x(\mathbb{E}_{q(z|x)}[z_u]) > 0.01`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +40,7 @@ from pyro_vae.importance import (
 from pyro_vae.models.base import LatentModel
 
 __all__ = [
-    "ACTIVE_UNIT_THRESHOLD", "Bounds", "LatentUsage", "active_units_per_site",
+    "ACTIVE_UNIT_THRESHOLD", "Bounds", "LatentUsage", "active_units_per_site", "bits_per_dim",
     "check_num_samples", "disentanglement", "evaluate", "importance_bounds", "latent_means",
     "latent_usage", "log_weights", "log_weights_of_site", "mean_elbo", "elbo_sum",
     "mutual_information_gap",
@@ -122,10 +128,27 @@ def latent_usage(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = N
     return LatentUsage(means_all.var(0, unbiased=True), torch.cat(kls).mean(0), per_dim, sites)
 
 
+def bits_per_dim(nats: float | None, dims: int) -> float | None:
+    """``-nats / (dims ln 2)``: a log-probability (or a bound on one) per data point in bits per
+    dimension (positive; the lower a bound in nats, the higher in bits)."""
+    return None if nats is None else -nats / (dims * math.log(2))
+
+
+def bits_metrics(metrics: dict, dims: int) -> dict:
+    """The ``*_bpd`` keys of the nat bounds in ``metrics`` (those present), and ``bpd_dims``."""
+    out = {f"{key}_bpd": bits_per_dim(metrics[key], dims)
+           for key in ("test_elbo", "test_iwae", "test_log_likelihood") if key in metrics}
+    if "test_log_likelihood_stderr" in metrics:
+        out["test_log_likelihood_bpd_stderr"] = metrics["test_log_likelihood_stderr"] / (
+            dims * math.log(2))
+    return out | {"bpd_dims": dims}
+
+
 def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
              num_samples: int = 5000, iwae_ks: tuple[int, ...] = (5, 50),
              progress: bool = False) -> dict:
-    """The test metrics of ``../shared/design.md`` (keys ``test_*``, ``active_units`` ...).
+    """The test metrics of ``../shared/design.md`` (keys ``test_*``, ``active_units`` ...),
+    and the bounds in bits per dimension (``*_bpd``) when ``model.discrete_likelihood``.
 
     An exception raised inside ``model``'s own code is a one-line
     :class:`~pyro_vae.errors.ModelCodeError` naming the file and line."""
@@ -138,7 +161,7 @@ def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
         per_site = active_units_per_site(model, x, y)
     bounds = bounds.summary()
     k_max = max(iwae_ks) if iwae_ks else None
-    return {
+    metrics = {
         "test_elbo": bounds["elbo"],
         "test_elbo_stderr": bounds["elbo_stderr"],
         "test_iwae": bounds["iwae"].get(k_max) if k_max else None,
@@ -157,6 +180,9 @@ def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
         "kl_total": usage.kl_per_dim.sum().item(),
         "active_units_per_site": per_site,
     }
+    if model.discrete_likelihood:
+        metrics |= bits_metrics(metrics, model.scored_dims)
+    return metrics
 
 
 def mutual_information_gap(latents: torch.Tensor, factors: torch.Tensor, bins: int = 20,

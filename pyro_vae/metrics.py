@@ -51,6 +51,18 @@ def _log_px(m: dict) -> str:
     return f"{m['test_log_likelihood']:.3f} +- {m['test_log_likelihood_stderr']:.3f}"
 
 
+def _log_px_bpd(m: dict) -> str:
+    return f"{m['test_log_likelihood_bpd']:.4f} +- {m['test_log_likelihood_bpd_stderr']:.4f}"
+
+
+def _bits(key: str) -> Callable[[dict], str | None]:
+    def show(m: dict) -> str | None:
+        value = m.get(key)
+        return f"{value:.4f}" if isinstance(value, float) else None
+
+    return show
+
+
 def _active(m: dict) -> str:
     per_dim = m.get("kl_is_per_dim") and m.get("kl_per_dim") is not None
     return f"{m['active_units']} of {len(m['kl_per_dim'])}" if per_dim else str(m["active_units"])
@@ -84,6 +96,16 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("test_log_likelihood_mc_stderr", "its Monte Carlo standard error"),
     Metric("ll_num_samples", "importance samples per test point"),
     Metric("num_test_points", "test points evaluated"),
+    # the same bounds in bits per dimension (models with a discrete likelihood: Bernoulli or
+    # 8-bit pixels): -nats / (bpd_dims ln 2), positive, lower is better
+    Metric("test_elbo_bpd", "test_elbo in bits per dimension", "test ELBO [bits/dim]",
+           _bits("test_elbo_bpd"), bound=True),
+    Metric("test_iwae_bpd", "test_iwae in bits per dimension", "test L_{iwae_k} [bits/dim]",
+           _bits("test_iwae_bpd"), bound=True),
+    Metric("test_log_likelihood_bpd", "-test_log_likelihood in bits per dimension",
+           "test -log p(x) [bits/dim]", _log_px_bpd, bound=True),
+    Metric("test_log_likelihood_bpd_stderr", "its standard error across test points"),
+    Metric("bpd_dims", "D of bits per dimension: data values scored per point (C*H*W)"),
     # latent usage
     Metric("active_units", "latent units with Cov_x(E_q[z_u]) > 0.01", "active units",
            _active),
@@ -117,8 +139,9 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("nuts_vs_guide_mean_abs_diff", "mean |NUTS mean - guide mean| over latent dims"),
     Metric("nuts_vs_guide_sd_ratio_mean", "mean guide sd / NUTS sd over latent dims"),
 )}
-SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_iwae", "mig",
-                 "test_log_likelihood", "active_units")
+SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
+                 "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
+                 "active_units")
 
 
 def check_keys(metrics: dict) -> None:
@@ -240,7 +263,9 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("bounds", ("test_elbo", "test_elbo_stderr", "test_iwae", "iwae_k",
                           "test_iwae_bounds", "test_log_likelihood",
                           "test_log_likelihood_stderr", "test_log_likelihood_mc_stderr",
-                          "ll_num_samples", "num_test_points", "active_units",
+                          "ll_num_samples", "num_test_points", "test_elbo_bpd",
+                          "test_iwae_bpd", "test_log_likelihood_bpd",
+                          "test_log_likelihood_bpd_stderr", "bpd_dims", "active_units",
                           "active_unit_threshold", "posterior_mean_variance", "kl_per_dim",
                           "kl_is_per_dim", "kl_total", "active_units_per_site"),
                _bounds_apply, _bounds),

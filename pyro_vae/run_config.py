@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from pyro_vae import __version__
-from pyro_vae.data import BINARIZATIONS, DATASETS, default_binarization
+from pyro_vae.data import BINARIZATIONS, DataConfig, default_binarization, resolve_dataset
 from pyro_vae.errors import ConfigError, RunFolderError, check_choice, check_seed
 from pyro_vae.models.registry import ModelRef, from_source, resolve
 from pyro_vae.settings import Setting, build_config, check_types, coerce, config_values
@@ -61,7 +61,10 @@ class RunConfig:
 
     ``model`` is a model spec (``vae``, ``my_pkg.models:MyVAE``, ``path/to/file.py:MyVAE``);
     ``model_config`` its settings by field name (typed by the model's config dataclass when
-    the model is built); ``binarize`` None means the data set's default."""
+    the model is built); ``dataset`` a registered name or a path (kept absolute, so every
+    command reopens the same files); ``binarize`` None means the data set's default (for a
+    path, found when the files are read: :func:`pyro_vae.runner.build` fills it in);
+    ``data`` the data options (:class:`~pyro_vae.data.DataConfig`)."""
 
     model: str
     model_config: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +73,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     model_source: dict[str, Any] | None = None
+    data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -77,10 +81,15 @@ class RunConfig:
                               f"{self.model!r}")
         if self.model_source is not None and not isinstance(self.model_source, dict):
             raise ConfigError(f"model_source must be a JSON object, got {self.model_source!r}")
-        check_choice("data set", self.dataset, DATASETS)
+        if isinstance(self.data, dict):
+            self.data = DataConfig.from_json(self.data)
+        if not isinstance(self.data, DataConfig):
+            raise ConfigError(f"data must be data options, got {self.data!r}")
+        self.dataset = resolve_dataset(self.dataset).spec
         if self.binarize is None:
-            self.binarize = default_binarization(self.dataset)
-        check_choice("binarization", self.binarize, BINARIZATIONS)
+            self.binarize = default_binarization(self.dataset, self.data)
+        if self.binarize is not None:
+            check_choice("binarization", self.binarize, BINARIZATIONS)
         if not isinstance(self.model_config, dict):
             raise ConfigError(f"model_config must be a dict of settings, got "
                               f"{type(self.model_config).__name__}")
@@ -88,7 +97,8 @@ class RunConfig:
     @classmethod
     def for_model(cls, model: str, *, dataset: str = DEFAULT_DATASET,
                   binarize: str | None = None, train: TrainConfig | dict | None = None,
-                  eval: EvalConfig | dict | None = None, **settings: Any) -> RunConfig:
+                  eval: EvalConfig | dict | None = None, data: DataConfig | dict | None = None,
+                  **settings: Any) -> RunConfig:
         """A run of ``model`` with ``settings``; the training objective defaults to the
         model's own (``LatentModel.default_objective``) when ``train`` does not name one."""
         ref = resolve(model)
@@ -96,8 +106,9 @@ class RunConfig:
         if not isinstance(train, TrainConfig) and "objective" not in train_values:
             train_values["objective"] = ref.cls.default_objective
         evaluation = eval if isinstance(eval, EvalConfig) else EvalConfig(**dict(eval or {}))
+        options = data if isinstance(data, DataConfig) else DataConfig.from_json(dict(data or {}))
         config = cls(model, dict(settings), dataset, binarize, TrainConfig(**train_values),
-                     evaluation, ref.source)
+                     evaluation, ref.source, options)
         # unknown or mistyped settings fail here; the folder records every resolved setting
         config.model_config = config_values(config.model_settings(ref))
         return config
@@ -125,6 +136,7 @@ class RunConfig:
             "model_config": dict(self.model_config),
             "dataset": self.dataset,
             "binarize": self.binarize,
+            "data": self.data.to_json(),
             "train": asdict(self.train),
             "eval": config_values(self.eval),
             "pyro_vae_version": __version__,
@@ -139,7 +151,8 @@ class RunConfig:
             train = _typed(TrainConfig, data["train"], "train")
             evaluation = _typed(EvalConfig, data.get("eval", {}), "eval")
             return cls(data["model"], data.get("model_config", {}), data["dataset"],
-                       data.get("binarize"), train, evaluation, data.get("model_source"))
+                       data.get("binarize"), train, evaluation, data.get("model_source"),
+                       DataConfig.from_json(data.get("data", {})))
         except ConfigError as exc:
             raise RunFolderError(f"{where}: {exc}") from None
 
@@ -166,7 +179,8 @@ def migrate(data: Any, where: str = "config.json") -> dict[str, Any]:
 
     * ``eval_samples`` (top level) became ``eval.num_samples``;
     * ``beta`` moved from the VAE's model settings to ``train.beta``;
-    * ``model_source`` is new: without it the ``model`` name is looked up again."""
+    * ``model_source`` is new: without it the ``model`` name is looked up again;
+    * ``data`` (the data options) is new: without it, the defaults."""
     if not isinstance(data, dict) or not {"model", "dataset", "train"} <= set(data):
         raise RunFolderError(f"{where} is not a pyro_vae run config (missing keys)")
     data = dict(data)

@@ -48,7 +48,7 @@ import torch
 
 from pyro_vae import distributed, objectives
 from pyro_vae.checkpoint import check_state
-from pyro_vae.data import Dataset, load_dataset
+from pyro_vae.data import DataConfig, Dataset, load_dataset, resolve_dataset
 from pyro_vae.errors import ConfigError, RunFolderError, model_code_errors
 from pyro_vae.metrics import evaluate_all, json_ready
 from pyro_vae.models.base import LatentModel
@@ -61,6 +61,7 @@ from pyro_vae.train import TrainConfig, TrainResult, check_data, train
 
 log = logging.getLogger(__name__)
 RESUMABLE = ("epochs", "device", "engine")  # training settings a resumed run may change
+DATA_RESUMABLE = ("data_on",)  # data options a resumed run may change (same minibatches)
 
 
 @dataclass
@@ -94,7 +95,10 @@ def build(config: RunConfig, device: torch.device | str | None = None,
     device = distributed.local_device(
         resolve_device(str(device) if device is not None else config.train.device))
     set_seed(config.train.seed)
-    data = load_dataset(config.dataset, binarize=config.binarize, device=device)
+    data = load_dataset(config.dataset, binarize=config.binarize, device=device,
+                        options=config.data)
+    if config.binarize is None:  # a path's default is known once its files are read
+        config.binarize = data.binarize
     model = _construct(ref.cls, settings, data.shape)
     model.to(device)
     check_data(model, data)
@@ -157,8 +161,9 @@ def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> 
         undo = distributed.main_does(lambda: _start(folder, config), share=False)
         try:
             data = opened.data
-            log.info("training %s on %s (%s, %d points) on %s -> %s", config.model,
-                     config.dataset, data.binarize, data.num_train, data.device, folder.path)
+            log.info("training %s on %s (%s, %d points) on %s%s -> %s", config.model,
+                     config.dataset, data.binarize, data.num_train, data.device,
+                     " (fed from host memory)" if data.on_host else "", folder.path)
             result = train(opened.model, data, config.train, folder,
                            progress=progress and main)
         except BaseException:
@@ -194,13 +199,25 @@ def _refuse_change(name: str, given: Any, kept: Any, what: str) -> None:
 
 def restated(saved: RunConfig, changes: dict[str, Any], *, model: str | None = None,
              dataset: str | None = None, binarize: str | None = None,
-             model_settings: dict[str, Any] | None = None) -> RunConfig:
+             model_settings: dict[str, Any] | None = None,
+             data: dict[str, Any] | None = None) -> RunConfig:
     """``saved`` with ``changes`` to its training settings. Anything may be restated; a value
     that differs from the run's is a :class:`ConfigError` naming it, except the training
-    settings in :data:`RESUMABLE`. ``model`` (a spec), ``dataset``, ``binarize`` and
-    ``model_settings`` (typed by the model's config dataclass) must all be the run's own."""
+    settings in :data:`RESUMABLE` and the data options in :data:`DATA_RESUMABLE`. ``model``
+    (a spec), ``dataset`` (a name or a path to the same files), ``binarize``, ``data``'s other
+    options and ``model_settings`` (typed by the model's config dataclass) must all be the
+    run's own."""
     if model is not None and resolve(model).source != saved.model_ref().source:
         raise ConfigError(f"this run is of model {saved.model}, not {model}")
+    if dataset is not None:
+        dataset = resolve_dataset(dataset).spec
+    if data:
+        options = DataConfig.from_json({**saved.data.to_json(), **data})
+        for name in data:
+            given, kept = getattr(options, name), getattr(saved.data, name)
+            if given != kept and name not in DATA_RESUMABLE:
+                _refuse_change(name, given, kept, "model and data settings")
+        saved = replace(saved, data=options)
     for name, given, kept in (("dataset", dataset, saved.dataset),
                               ("binarize", binarize, saved.binarize)):
         if given is not None and given != kept:
@@ -224,7 +241,8 @@ def restated(saved: RunConfig, changes: dict[str, Any], *, model: str | None = N
 
 def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | None = None,
            model: str | None = None, dataset: str | None = None, binarize: str | None = None,
-           model_settings: dict[str, Any] | None = None, **train_changes: Any) -> RunResult:
+           model_settings: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+           **train_changes: Any) -> RunResult:
     """Continue the run in ``out`` from its last checkpoint, e.g. ``resume(out, epochs=200)``;
     see :func:`restated` for what may be restated and what may change. The folder is locked
     (one writer) before anything else, so one that cannot be written is refused at once.
@@ -237,7 +255,7 @@ def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | 
             stack.enter_context(folder.lock("train --resume"))
         saved = read_config(folder)
         config = restated(saved, train_changes, model=model, dataset=dataset,
-                          binarize=binarize, model_settings=model_settings)
+                          binarize=binarize, model_settings=model_settings, data=data)
         if eval is not None:
             config = replace(config, eval=eval)
         distributed.setup(resolve_device(config.train.device))  # under torchrun only
@@ -246,8 +264,9 @@ def resume(out: str | os.PathLike, *, progress: bool = True, eval: EvalConfig | 
                 lambda: stack.enter_context(folder.lock("train --resume")), share=False)
         distributed.main_does(lambda: _check_resumable(folder, config), share=False)
         opened = build(config, folder=folder)
-        log.info("resuming %s (%s on %s) on %s", folder.path, config.model, config.dataset,
-                 opened.data.device)
+        log.info("resuming %s (%s on %s) on %s%s", folder.path, config.model,
+                 config.dataset, opened.data.device,
+                 " (fed from host memory)" if opened.data.on_host else "")
         result = train(opened.model, opened.data, config.train, folder, resume=True,
                        progress=progress and distributed.is_main())
         # only once its checkpoint has loaded and trained
@@ -382,5 +401,5 @@ def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu"):
     return opened.model, opened.data, opened.config.to_json(), state
 
 
-__all__ = ["RESUMABLE", "Run", "RunResult", "build", "evaluate_run", "finish", "load_trained",
-           "open_run", "read_config", "restated", "resume", "run", "run_metrics"]
+__all__ = ["DATA_RESUMABLE", "RESUMABLE", "Run", "RunResult", "build", "evaluate_run", "finish",
+           "load_trained", "open_run", "read_config", "restated", "resume", "run", "run_metrics"]

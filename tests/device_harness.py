@@ -519,6 +519,8 @@ def simulated_cuda(*, patch=None) -> Iterator[DeviceRuleMode]:
         (cuda, "empty_cache"): lambda: None,
         (cuda, "get_device_name"): lambda device=None: "simulated CUDA device",
         (cuda, "get_device_capability"): lambda device=None: (9, 0),
+        # free and total bytes: a large device, so --data-on auto keeps data on it
+        (cuda, "mem_get_info"): lambda device=None: (140 * 2**30, 141 * 2**30),
         (cuda, "manual_seed"): rng.manual_seed,
         (cuda, "manual_seed_all"): rng.manual_seed,
         (cuda, "seed"): rng.seed,

@@ -20,6 +20,7 @@ OBJECTIVE = {"pyro_vae.objectives", "pyro_vae.annealing"}
 FORBIDDEN = {
     "pyro_vae.runs": FRONT | LOOP | MEASURE | OBJECTIVE | {"pyro_vae.models"},
     "pyro_vae.distributed": FRONT | LOOP | MEASURE | OBJECTIVE | {"pyro_vae.models"},
+    "pyro_vae.distributions": FRONT | LOOP | MEASURE | OBJECTIVE | {"pyro_vae.models"},
     "pyro_vae.models": FRONT | LOOP | MEASURE | OBJECTIVE | {"pyro_vae.plots"},
     **{f"pyro_vae.estimators.{m}": FRONT | LOOP | MEASURE | {"pyro_vae.models"}
        for m in ("base", "baselines", "dreg", "iwae", "rws", "traces", "vimco")},

@@ -23,6 +23,7 @@ Rules a new pair follows (``pyro_vae.testing.check_model_guide`` checks them):
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -55,7 +56,12 @@ class LatentModel(nn.Module, abc.ABC):
       latents, ``trace`` otherwise);
     * ``is_conditional``: True when ``model``/``guide`` use the label ``y``;
     * ``max_plate_nesting``: how many plates (batch dims) the model nests;
-    * ``data_kinds``: ``"image"`` (grey values or binary in [0, 1]) and/or ``"real"``.
+    * ``data_kinds``: ``"image"`` (grey values or binary in [0, 1]) and/or ``"real"``;
+    * ``discrete_likelihood``: True when p(x | z) is a probability mass over the data's values
+      (Bernoulli pixels, the discretized logistic of 8-bit pixels), so that
+      ``-log p(x) / (D ln 2)`` is bits per dimension; a model whose likelihood is a setting
+      makes it a property. ``scored_dims`` is that D: the values per data point the likelihood
+      scores (all of them unless some are masked out).
     """
 
     name: ClassVar[str] = "latent_model"
@@ -67,6 +73,7 @@ class LatentModel(nn.Module, abc.ABC):
     is_conditional: ClassVar[bool] = False
     max_plate_nesting: ClassVar[int] = 1
     data_kinds: ClassVar[tuple[str, ...]] = ("image", "real")
+    discrete_likelihood: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -110,6 +117,11 @@ class LatentModel(nn.Module, abc.ABC):
                             f"built for {self.data_shape}")
         if not torch.isfinite(x).all():
             raise DataError(f"{what} holds NaN or infinite values")
+
+    @property
+    def scored_dims(self) -> int:
+        """D of bits per dimension: the data values per point the likelihood scores."""
+        return math.prod(self.data_shape)
 
     # -- helpers for subclasses -------------------------------------------------------------
     def data_plate(self, x: torch.Tensor, num_data: int | None = None) -> pyro.plate:

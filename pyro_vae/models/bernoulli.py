@@ -53,6 +53,7 @@ class BernoulliLatent(LatentModel):
     has_discrete_latents = True
     default_objective = "tracegraph"
     data_kinds = ("image",)
+    discrete_likelihood = True  # Bernoulli pixels
 
     def __init__(self, config: BernoulliConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)

@@ -22,6 +22,10 @@ likelihood (``Bernoulli(...).mask(missing)``), so the ELBO and the importance-sa
 conditional log-likelihood of the missing quadrants. Which quadrants are observed is fixed by
 the config (1: top-left; 2: top half; 3: all but bottom-right), one model per number, as in
 the tutorial; the label ``y`` is not used (``is_conditional`` is False for this task).
+
+The pixels' likelihood is a setting (``--likelihood``: bernoulli by default, gaussian, or the
+discretized logistic of 8-bit colour pixels), an entry of
+:data:`pyro_vae.models.likelihoods.LIKELIHOODS`, as for vae.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 
 from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
+from pyro_vae.models.likelihoods import LIKELIHOODS, decoder_outputs
 from pyro_vae.nn import ARCHS, GaussianHead, check_network, decoder_net
 
 TASKS = ("label", "quadrants")
@@ -49,11 +54,13 @@ class CVAEConfig:
     num_classes: int = 10
     observed_quadrants: int = 1
     arch: str = "mlp"
+    likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
         check_network(self)
         check_choice("task", self.task, TASKS)
         check_choice("arch", self.arch, ARCHS)
+        check_choice("likelihood", self.likelihood, LIKELIHOODS)
         check_positive("num_classes", self.num_classes)
         if self.observed_quadrants not in (1, 2, 3):
             raise ConfigError(f"observed_quadrants must be 1, 2 or 3, got "
@@ -86,18 +93,37 @@ class CVAE(LatentModel):
         self.is_conditional = c.task == "label"
         self.num_classes = c.num_classes if self.is_conditional else None
         pixels = int(torch.Size(data_shape).numel())
+        out_shape = decoder_outputs(c.likelihood, data_shape)
+        for name, param in self.likelihood.parameters(self.data_shape).items():
+            setattr(self, name, param)
         if self.is_conditional:
             self.encoder = GaussianHead(c.arch, data_shape, c.hidden, c.latent_dim, c.activation,
                                         extra_dim=c.num_classes)
             self.decoder = decoder_net(c.arch, c.latent_dim + c.num_classes, c.hidden,
-                                       data_shape, c.activation)
+                                       out_shape, c.activation)
         else:
             self.register_buffer("observed", quadrant_mask(data_shape, c.observed_quadrants))
             self.encoder = GaussianHead(c.arch, data_shape, c.hidden, c.latent_dim, c.activation)
             self.prior_net = GaussianHead(c.arch, data_shape, c.hidden, c.latent_dim,
                                           c.activation)
-            self.decoder = decoder_net(c.arch, c.latent_dim + pixels, c.hidden, data_shape,
+            self.decoder = decoder_net(c.arch, c.latent_dim + pixels, c.hidden, out_shape,
                                        c.activation)
+
+    @property
+    def likelihood(self):
+        """The entry of :data:`~pyro_vae.models.likelihoods.LIKELIHOODS` of this model."""
+        return LIKELIHOODS[self.config.likelihood]
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        return self.likelihood.discrete
+
+    @property
+    def scored_dims(self) -> int:
+        """The quadrant task scores the missing pixels only."""
+        if self.is_conditional:
+            return super().scored_dims
+        return int((~self.observed).sum())
 
     # -- helpers -------------------------------------------------------------------------------
     def check_labels(self, y: torch.Tensor | None, n: int, what: str = "cvae labels") -> None:
@@ -145,7 +171,7 @@ class CVAE(LatentModel):
             else:
                 loc, scale = self.prior_net(self._observed_part(x))
             z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-            px = dist.Bernoulli(logits=self._logits(z, cond), validate_args=False)
+            px = self.likelihood.dist(self._logits(z, cond), self)
             if not self.is_conditional:
                 px = px.mask(~self.observed)
             pyro.sample("x", px.to_event(3), obs=x)
@@ -172,14 +198,14 @@ class CVAE(LatentModel):
             y = torch.as_tensor(y, device=self.device).expand(num)
             self.check_labels(y, num)
             z = torch.randn(num, self.config.latent_dim, device=self.device)
-            return torch.sigmoid(self._logits(z, self._onehot(y, num)))
+            return self.likelihood.mean(self._logits(z, self._onehot(y, num)), self)
         x = torch.zeros(num, *self.data_shape, device=self.device) if y is None else y[:num]
         loc, scale = self.prior_net(self._observed_part(x))
         z = loc + scale * torch.randn_like(loc)
         return self._complete(x, z)
 
     def _complete(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        mean = torch.sigmoid(self._logits(z, self._observed_part(x).flatten(1)))
+        mean = self.likelihood.mean(self._logits(z, self._observed_part(x).flatten(1)), self)
         return torch.where(self.observed, x, mean)
 
     @torch.no_grad()
@@ -189,11 +215,9 @@ class CVAE(LatentModel):
         if self.is_conditional:
             self.check_labels(y, x.shape[0])
             cond = self._onehot(y, x.shape[0])
-            return torch.sigmoid(self._logits(self.encoder(x, cond)[0], cond))
+            return self.likelihood.mean(self._logits(self.encoder(x, cond)[0], cond), self)
         return self._complete(x, self.prior_net(self._observed_part(x))[0])
 
     def check_data(self, x, what="data"):
         super().check_data(x, what)
-        if not ((x == 0) | (x == 1)).all():
-            raise DataError(f"{what} is not binary but cvae's Bernoulli likelihood needs 0/1 "
-                            "values: binarize it (--binarize dynamic|fixed)")
+        self.likelihood.check(x, what)

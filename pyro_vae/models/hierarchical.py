@@ -4,7 +4,7 @@ Model (both parameterizations)::
 
     z_L ~ N(0, I)
     z_l | z_{l+1} ~ N(mu_l(z_{l+1}), diag sigma_l(z_{l+1})^2)      l = L-1, ..., 1
-    x | z_1 ~ Bernoulli(sigmoid(f(z_1)))
+    x | z_1 ~ Bernoulli(sigmoid(f(z_1)))      (or --likelihood gaussian / logistic, as vae)
 
 Guide, ``parameterization="iwae"`` (Burda et al. 2016, section 5; bottom-up)::
 
@@ -49,8 +49,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
+from pyro_vae.errors import ConfigError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
+from pyro_vae.models.likelihoods import LIKELIHOODS, decoder_outputs
 from pyro_vae.nn import (
     ACTIVATIONS,
     ARCHS,
@@ -61,7 +62,6 @@ from pyro_vae.nn import (
     decoder_net,
     encoder_net,
     glorot_init_,
-    set_output_bias_,
 )
 
 PARAMETERIZATIONS = ("iwae", "residual")
@@ -83,6 +83,7 @@ class HVAEConfig:
     parameterization: str = "iwae"
     arch: str = "mlp"
     init: str = "iwae"  # Glorot weights, zero biases, output bias at the data (see nn.py)
+    likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
         self.latent_dims, self.hidden = tuple(self.latent_dims), tuple(self.hidden)
@@ -99,6 +100,7 @@ class HVAEConfig:
         check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         check_choice("arch", self.arch, ARCHS)
         check_choice("init", self.init, INITS)
+        check_choice("likelihood", self.likelihood, LIKELIHOODS)
 
 
 class _Gaussian(nn.Module):
@@ -131,7 +133,10 @@ class HierarchicalVAE(LatentModel):
         # p(z_l | z_{l+1}) for l = 1 .. L-1 (index l-1), mirror widths of the guide
         self.prior_nets = nn.ModuleList(
             _Gaussian(dims[i + 1], widths[i + 1], dims[i], act) for i in range(L - 1))
-        self.decoder = decoder_net(c.arch, dims[0], (widths[0], widths[0]), data_shape, act)
+        self.decoder = decoder_net(c.arch, dims[0], (widths[0], widths[0]),
+                                   decoder_outputs(c.likelihood, data_shape), act)
+        for name, param in self.likelihood.parameters(self.data_shape).items():
+            setattr(self, name, param)
         if c.parameterization == "iwae":
             self.q_bottom = GaussianHead(c.arch, data_shape, (widths[0], widths[0]), dims[0], act)
             self.q_nets = nn.ModuleList(
@@ -149,11 +154,20 @@ class HierarchicalVAE(LatentModel):
         if c.init == "iwae":
             glorot_init_(self)
 
+    @property
+    def likelihood(self):
+        """The entry of :data:`~pyro_vae.models.likelihoods.LIKELIHOODS` of this model."""
+        return LIKELIHOODS[self.config.likelihood]
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        return self.likelihood.discrete
+
     def init_from_data(self, x: torch.Tensor) -> None:
-        """With ``init="iwae"``, start the decoder at the training data's mean pixel (called by
-        :func:`pyro_vae.train.train` before the first step)."""
+        """With ``init="iwae"`` and Bernoulli pixels, start the decoder at the training data's
+        mean pixel (called by :func:`pyro_vae.train.train` before the first step)."""
         if self.config.init == "iwae":
-            set_output_bias_(self.decoder, x.float().mean(0))
+            self.likelihood.init_output(self.decoder, x)
 
     # -- the two programs ----------------------------------------------------------------------
     def model(self, x, y=None, num_data=None):
@@ -165,9 +179,8 @@ class HierarchicalVAE(LatentModel):
             for i in reversed(range(len(dims) - 1)):
                 loc, scale = self.prior_nets[i](z)
                 z = pyro.sample(self.latent_sites[i], dist.Normal(loc, scale).to_event(1))
-            logits = self.decoder(z)
-            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False)
-                        .to_event(len(self.data_shape)), obs=x)
+            px = self.likelihood.dist(self.decoder(z), self)
+            pyro.sample("x", px.to_event(len(self.data_shape)), obs=x)
 
     def guide(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
@@ -218,7 +231,7 @@ class HierarchicalVAE(LatentModel):
         return torch.cat(locs, -1), torch.cat(scales, -1)
 
     def decode(self, z1: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(z1))
+        return self.likelihood.mean(self.decoder(z1), self)
 
     @torch.no_grad()
     def sample(self, num, y=None):
@@ -235,6 +248,4 @@ class HierarchicalVAE(LatentModel):
 
     def check_data(self, x, what="data"):
         super().check_data(x, what)
-        if not ((x == 0) | (x == 1)).all():
-            raise DataError(f"{what} is not binary but hvae's Bernoulli likelihood needs 0/1 "
-                            "values: binarize it (--binarize dynamic|fixed)")
+        self.likelihood.check(x, what)

@@ -5,6 +5,12 @@ Model::
     z_n ~ N(0, I_d)
     x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))       (binary data)
              or N(f_theta(z_n), diag(sigma^2))           (real data, sigma learned per pixel)
+             or DiscretizedLogistic(mu_theta(z_n), s_theta(z_n))   (8-bit pixels k/255)
+
+The likelihood is a setting (``--likelihood``), an entry of
+:data:`pyro_vae.models.likelihoods.LIKELIHOODS`; the decoder gives as many outputs per pixel as
+the entry needs (two for the discretized logistic: location and log-scale, per pixel and
+channel), see docs/colour.md.
 
 Guide (amortized)::
 
@@ -22,11 +28,10 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
-from torch.nn import functional as F
 
-from pyro_vae.errors import DataError, check_choice
+from pyro_vae.errors import check_choice
 from pyro_vae.models.base import LatentModel
+from pyro_vae.models.likelihoods import LIKELIHOODS, decoder_outputs
 from pyro_vae.nn import (
     ARCHS,
     INITS,
@@ -36,10 +41,7 @@ from pyro_vae.nn import (
     check_network,
     decoder_net,
     glorot_init_,
-    set_output_bias_,
 )
-
-LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 @dataclass
@@ -67,34 +69,39 @@ class VAE(LatentModel):
     def __init__(self, config: VAEConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
+        out_shape = decoder_outputs(c.likelihood, data_shape)
         if c.arch == "conv":  # convolutional encoder and decoder (pyro_vae.nn)
             self.encoder = GaussianHead("conv", data_shape, c.hidden, c.latent_dim, c.activation)
-            self.decoder = decoder_net("conv", c.latent_dim, c.hidden, data_shape, c.activation)
+            self.decoder = decoder_net("conv", c.latent_dim, c.hidden, out_shape, c.activation)
         else:
             self.encoder = GaussianEncoder(data_shape, c.hidden, c.latent_dim, c.activation)
-            self.decoder = Decoder(c.latent_dim, c.hidden, data_shape, c.activation)
-        if c.likelihood == "gaussian":
-            # per-pixel observation scale, softplus(raw) + 1e-3, starting at 0.1
-            self.raw_obs_scale = nn.Parameter(torch.full(data_shape, -2.25))
+            self.decoder = Decoder(c.latent_dim, c.hidden, out_shape, c.activation)
+        for name, param in self.likelihood.parameters(self.data_shape).items():
+            setattr(self, name, param)  # e.g. the Gaussian's raw_obs_scale per pixel
         self._event_ndim = len(data_shape)
         if c.init == "iwae":
             glorot_init_(self)
 
+    @property
+    def likelihood(self):
+        """The entry of :data:`~pyro_vae.models.likelihoods.LIKELIHOODS` of this model."""
+        return LIKELIHOODS[self.config.likelihood]
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        return self.likelihood.discrete
+
     def init_from_data(self, x: torch.Tensor) -> None:
         """With ``init="iwae"`` and Bernoulli pixels, start the decoder at the training data's
         mean pixel (called by :func:`pyro_vae.train.train` before the first step)."""
-        if self.config.init == "iwae" and self.config.likelihood == "bernoulli":
-            set_output_bias_(self.decoder, x.float().mean(0))
+        if self.config.init == "iwae":
+            self.likelihood.init_output(self.decoder, x)
 
     def _likelihood(self, out: torch.Tensor) -> dist.TorchDistribution:
-        if self.config.likelihood == "bernoulli":
-            base = dist.Bernoulli(logits=out, validate_args=False)
-        else:
-            base = dist.Normal(out, F.softplus(self.raw_obs_scale) + 1e-3)
-        return base.to_event(self._event_ndim)
+        return self.likelihood.dist(out, self).to_event(self._event_ndim)
 
     def _mean(self, out: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+        return self.likelihood.mean(out, self)
 
     def model(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
@@ -128,6 +135,4 @@ class VAE(LatentModel):
 
     def check_data(self, x, what="data"):
         super().check_data(x, what)
-        if self.config.likelihood == "bernoulli" and not ((x == 0) | (x == 1)).all():
-            raise DataError(f"{what} is not binary but the Bernoulli likelihood needs 0/1 values:"
-                            " binarize it (--binarize dynamic|fixed) or use --likelihood gaussian")
+        self.likelihood.check(x, what)
