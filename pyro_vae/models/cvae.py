@@ -38,7 +38,7 @@ import torch
 
 from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
-from pyro_vae.models.likelihoods import LIKELIHOODS, decoder_outputs
+from pyro_vae.models.likelihoods import LIKELIHOODS, PixelLikelihood, decoder_outputs
 from pyro_vae.nn import ARCHS, GaussianHead, check_network, decoder_net
 
 TASKS = ("label", "quadrants")
@@ -77,7 +77,7 @@ def quadrant_mask(shape: tuple[int, ...], observed: int) -> torch.Tensor:
     return mask
 
 
-class CVAE(LatentModel):
+class CVAE(PixelLikelihood, LatentModel):
     """Conditional VAE: label-conditioned generation or quadrant completion (``task``)."""
 
     name = "cvae"
@@ -108,15 +108,6 @@ class CVAE(LatentModel):
                                           c.activation)
             self.decoder = decoder_net(c.arch, c.latent_dim + pixels, c.hidden, out_shape,
                                        c.activation)
-
-    @property
-    def likelihood(self):
-        """The entry of :data:`~pyro_vae.models.likelihoods.LIKELIHOODS` of this model."""
-        return LIKELIHOODS[self.config.likelihood]
-
-    @property
-    def discrete_likelihood(self) -> bool:
-        return self.likelihood.discrete
 
     @property
     def scored_dims(self) -> int:

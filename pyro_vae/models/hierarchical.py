@@ -51,7 +51,7 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
-from pyro_vae.models.likelihoods import LIKELIHOODS, decoder_outputs
+from pyro_vae.models.likelihoods import LIKELIHOODS, PixelLikelihood, decoder_outputs
 from pyro_vae.nn import (
     ACTIVATIONS,
     ARCHS,
@@ -116,7 +116,7 @@ class _Gaussian(nn.Module):
         return loc, F.softplus(raw + _SOFTPLUS_ONE) + 1e-4  # scale 1 at raw = 0
 
 
-class HierarchicalVAE(LatentModel):
+class HierarchicalVAE(PixelLikelihood, LatentModel):
     """L Gaussian stochastic layers, Bernoulli pixels; bottom-up or residual top-down guide."""
 
     name = "hvae"
@@ -153,15 +153,6 @@ class HierarchicalVAE(LatentModel):
                 for i in range(L))
         if c.init == "iwae":
             glorot_init_(self)
-
-    @property
-    def likelihood(self):
-        """The entry of :data:`~pyro_vae.models.likelihoods.LIKELIHOODS` of this model."""
-        return LIKELIHOODS[self.config.likelihood]
-
-    @property
-    def discrete_likelihood(self) -> bool:
-        return self.likelihood.discrete
 
     def init_from_data(self, x: torch.Tensor) -> None:
         """With ``init="iwae"`` and Bernoulli pixels, start the decoder at the training data's

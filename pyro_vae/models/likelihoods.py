@@ -156,3 +156,17 @@ LIKELIHOODS: dict[str, Likelihood] = {lik.name: lik for lik in (
 def decoder_outputs(likelihood: str, data_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The decoder output shape of ``likelihood`` for data of ``data_shape``."""
     return LIKELIHOODS[likelihood].output_shape(tuple(data_shape))
+
+
+class PixelLikelihood:
+    """Mixin of a model whose config has a ``likelihood`` field naming an entry of
+    :data:`LIKELIHOODS`: the entry, and the ``discrete_likelihood`` capability it implies."""
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """The entry of :data:`LIKELIHOODS` of this model."""
+        return LIKELIHOODS[self.config.likelihood]
+
+    @property
+    def discrete_likelihood(self) -> bool:
+        return self.likelihood.discrete

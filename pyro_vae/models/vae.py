@@ -31,7 +31,7 @@ import torch
 
 from pyro_vae.errors import check_choice
 from pyro_vae.models.base import LatentModel
-from pyro_vae.models.likelihoods import LIKELIHOODS, decoder_outputs
+from pyro_vae.models.likelihoods import LIKELIHOODS, PixelLikelihood, decoder_outputs
 from pyro_vae.nn import (
     ARCHS,
     INITS,
@@ -60,7 +60,7 @@ class VAEConfig:
         check_choice("init", self.init, INITS)
 
 
-class VAE(LatentModel):
+class VAE(PixelLikelihood, LatentModel):
     """Gaussian latent N(0, I), MLP decoder, amortized diagonal-Gaussian guide."""
 
     name = "vae"
@@ -81,15 +81,6 @@ class VAE(LatentModel):
         self._event_ndim = len(data_shape)
         if c.init == "iwae":
             glorot_init_(self)
-
-    @property
-    def likelihood(self):
-        """The entry of :data:`~pyro_vae.models.likelihoods.LIKELIHOODS` of this model."""
-        return LIKELIHOODS[self.config.likelihood]
-
-    @property
-    def discrete_likelihood(self) -> bool:
-        return self.likelihood.discrete
 
     def init_from_data(self, x: torch.Tensor) -> None:
         """With ``init="iwae"`` and Bernoulli pixels, start the decoder at the training data's
