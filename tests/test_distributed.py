@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bitwise import assert_identical, without_timing
 
 from pyro_vae import distributed
 from pyro_vae.cli import main
@@ -31,7 +32,6 @@ COMMON = ["--dataset", "digits", "--hidden", "16", "--eval-samples", "50", "--no
           "--device", "cpu", "--seed", "3"]
 AE = ["train", "ae", "--binarize", "fixed", "--latent-dim", "4", "--epochs", "2", *COMMON]
 VAE = ["train", "vae", "--latent-dim", "2", "--epochs", "2", *COMMON]
-TIMING = {"seconds"}
 WAIT_S = 240  # a launch that takes longer than this hangs: the test fails instead
 
 
@@ -85,34 +85,8 @@ def _checkpoint(run: Path) -> dict:
     return torch.load(run / "checkpoint.pt", weights_only=False)
 
 
-def _without_timing(value):
-    if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list | tuple):
-        return type(value)(_without_timing(v) for v in value)
-    return value
-
-
-def _assert_identical(a, b, where="checkpoint"):
-    assert type(a) is type(b), where
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_identical(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_identical(x, y, f"{where}[{i}]")
-    elif hasattr(a, "__array__"):
-        assert (a == b).all(), where
-    else:
-        assert a == b, where
-
-
 def _metrics(run: Path) -> dict:
-    return _without_timing(json.loads((run / "metrics.json").read_text()))
+    return without_timing(json.loads((run / "metrics.json").read_text()))
 
 
 POINT_NOISE = ["train", f"{REPO / 'tests' / 'dist_models.py'}:PointNoiseVAE", "--binarize",
@@ -176,8 +150,8 @@ def test_a_killed_rank_resumes_to_the_uninterrupted_run(tmp_path, capsys):
 
     _ok(_wait(_launch(2, ["train", "--resume", "--out", "killed", "--no-progress"], tmp_path)))
     a, b = _checkpoint(run), _checkpoint(tmp_path / "whole")
-    _assert_identical(_without_timing({k: v for k, v in a.items() if k != "train_config"}),
-                      _without_timing({k: v for k, v in b.items() if k != "train_config"}))
+    assert_identical(without_timing({k: v for k, v in a.items() if k != "train_config"}),
+                      without_timing({k: v for k, v in b.items() if k != "train_config"}))
     assert _metrics(run) == _metrics(tmp_path / "whole")
 
     # another world size (here a plain process: 1) is one line and exit 2
@@ -215,7 +189,7 @@ def test_a_world_of_one_is_the_plain_run(tmp_path, monkeypatch):
     finally:
         distributed.shutdown()
     a, b = _checkpoint(tmp_path / "dist"), _checkpoint(tmp_path / "plain")
-    _assert_identical(_without_timing(a), _without_timing(b))
+    assert_identical(without_timing(a), without_timing(b))
     assert _metrics(tmp_path / "dist") == _metrics(tmp_path / "plain")
 
 

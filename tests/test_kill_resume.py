@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+from bitwise import assert_identical, without_timing
 
 from pyro_vae.data import load_dataset
 
@@ -28,7 +29,6 @@ TRAIN = ["train", "vae", "--dataset", "digits", "--latent-dim", "2", "--hidden",
          "--batch-size", str(BATCH), "--epochs", str(EPOCHS), "--eval-samples", "50",
          "--no-progress", "--device", "cpu"]
 RESUME = ["train", "--resume", "--no-progress"]
-TIMING = {"seconds"}  # wall-clock fields, the only ones allowed to differ
 SEED = 20240611
 
 
@@ -49,36 +49,9 @@ def _checkpoint_epoch(run: Path) -> int:
     return torch.load(run / "checkpoint.pt", weights_only=False)["epoch"]  # never half-written
 
 
-def _without_timing(value):
-    if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list | tuple):
-        return type(value)(_without_timing(v) for v in value)
-    return value
-
-
-def _assert_identical(a, b, where="checkpoint"):
-    """Equal bit for bit: tensors by torch.equal (and dtype), containers item by item."""
-    assert type(a) is type(b), where
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_identical(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_identical(x, y, f"{where}[{i}]")
-    elif hasattr(a, "__array__"):  # NumPy RNG state
-        assert (a == b).all(), where
-    else:
-        assert a == b, where
-
-
 def _history(run: Path) -> list[dict]:
     with (run / "history.csv").open() as f:
-        return [_without_timing(row) for row in csv.DictReader(f)]
+        return [without_timing(row) for row in csv.DictReader(f)]
 
 
 def _kill_plan() -> tuple[random.Random, list[str]]:
@@ -121,12 +94,12 @@ def test_kill_9_at_five_moments_then_resume_gives_the_same_bits(tmp_path):
     ref = tmp_path / "ref"
 
     assert _history(run) == _history(ref) and len(_history(run)) == EPOCHS
-    metrics = [_without_timing(json.loads((d / "metrics.json").read_text())) for d in (run, ref)]
+    metrics = [without_timing(json.loads((d / "metrics.json").read_text())) for d in (run, ref)]
     assert metrics[0] == metrics[1]
-    states = [_without_timing(torch.load(d / "checkpoint.pt", weights_only=False))
+    states = [without_timing(torch.load(d / "checkpoint.pt", weights_only=False))
               for d in (run, ref)]
     assert states[0]["model"].keys() and states[0]["epoch"] == EPOCHS
-    _assert_identical(states[0], states[1])
+    assert_identical(states[0], states[1])
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in ref.iterdir())
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")], "a lock or .tmp left"
 
