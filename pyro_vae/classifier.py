@@ -58,7 +58,7 @@ def train_classifier(data: Dataset, epochs: int = 10, batch_size: int = 128, lr:
         clf = DigitClassifier(data.shape, num_classes)
     clf = clf.to(data.device)
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
-    x, y = data.train_x, data.train_y
+    x, y = data.train_values(device=data.train_x.device), data.train_y  # host-fed: host
     clf.train()
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=gen).to(x.device)

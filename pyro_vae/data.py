@@ -80,7 +80,9 @@ class Dataset:
 
     ``train_x`` holds grey values when ``binarize == "dynamic"`` (each batch is re-drawn by
     :meth:`batches`), binary values when ``"fixed"``, the raw values when ``"none"``.
-    ``test_x`` is what every evaluation uses.
+    ``test_x`` is what every evaluation uses. Host-fed 8-bit or fixed-binarized images
+    (:attr:`on_host`) are kept as ``uint8`` codes, values ``train_x / train_divisor``:
+    :meth:`train_values` gives the values as float whatever the storage.
     """
 
     name: str
@@ -93,6 +95,9 @@ class Dataset:
     test_factors: torch.Tensor | None = None  # (N, F) factor indices of synthetic data
     factor_names: tuple[str, ...] = ()
     train_device: torch.device | None = None  # set when train_x stays in host memory
+    # host-fed images kept compact: train_x holds uint8 codes and the values are
+    # train_x / train_divisor (255 for 8-bit grey values, 1 for fixed-binarized pixels)
+    train_divisor: float | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -144,7 +149,7 @@ class Dataset:
             if world > 1:
                 idx = idx.tensor_split(world)[rank]
             if self.on_host:
-                x = self._host_batch(idx)
+                x = self._host_batch(idx)  # values, on the device
             else:
                 idx = idx.to(self.train_x.device)
                 x = self.train_x[idx]
@@ -159,11 +164,23 @@ class Dataset:
         x = _staging_buffer((len(idx), *self.shape), self.train_x.dtype,
                             pin=self.device.type == "cuda")
         torch.index_select(self.train_x, 0, idx, out=x)
-        return x.to(self.device, non_blocking=True)
+        return self._values(x.to(self.device, non_blocking=True))
+
+    def _values(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel values of stored training images (uint8 codes of host-fed data decoded on the
+        device, as :func:`load_dataset` decodes them: the same float32 numbers)."""
+        return x if self.train_divisor is None else x.float().div_(self.train_divisor)
+
+    def train_values(self, limit: int | None = None,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+        """The (first ``limit``) training images' values as float on ``device`` (default: the
+        training device; host-fed data may be asked for on the host, ``train_x.device``)."""
+        x = self.train_x if limit is None else self.train_x[:limit]
+        return self._values(x.to(self.device if device is None else device))
 
     def train_eval_x(self, limit: int | None = None) -> torch.Tensor:
         """Training images as an evaluation sees them (one fixed binarized draw)."""
-        x = (self.train_x if limit is None else self.train_x[:limit]).to(self.device)
+        x = self.train_values(limit)
         if self.binarize == "dynamic":
             x = _bernoulli(x, TEST_BINARIZATION_SEED)
         return x
@@ -376,9 +393,15 @@ def load_dataset(name: str, *, binarize: str | None = None,
         test_x = _bernoulli(test_x, TEST_BINARIZATION_SEED)
     if binarize == "fixed":
         train_x = _bernoulli(train_x, FIXED_BINARIZATION_SEED)
+    divisor = None
+    if on_host:  # 8-bit or binary images wait in host memory as uint8: a quarter of the bytes
+        if binarize == "fixed":
+            train_x, divisor = train_x.to(torch.uint8), 1.0
+        elif raw.train_x.dtype == np.uint8:
+            train_x, divisor = torch.from_numpy(np.ascontiguousarray(raw.train_x)), 255.0
     return Dataset(source.spec, train_x, tensor(raw.train_y), test_x, tensor(raw.test_y),
                    raw.kind, binarize, tensor(raw.test_factors), raw.factor_names,
-                   device if on_host else None)
+                   device if on_host else None, divisor)
 
 
 def gmm_2d_parameters() -> dict:

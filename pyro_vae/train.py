@@ -236,7 +236,7 @@ def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: Ru
         pyro.clear_param_store()
         init = getattr(model, "init_from_data", None)  # e.g. k-means++ for a mixture
         if init is not None:
-            init(data.train_x)
+            init(data.train_values(device=data.train_x.device))  # host-fed: on the host
         distributed.reseed_rank(config.seed)  # ranks > 0: their own sampling noise
     distributed.broadcast_(list(model.parameters()) + list(model.buffers()))
 

@@ -293,6 +293,29 @@ def test_host_fed_and_device_resident_training_reach_identical_parameters(binari
         assert torch.equal(value, states["host"][key]), key
 
 
+@pytest.mark.parametrize("binarize", ["dynamic", "none", "fixed"])
+def test_host_fed_8_bit_images_wait_as_uint8_and_train_as_the_float_ones(digit_folder, binarize):
+    """A folder's 8-bit images (and fixed-binarized ones) stay on the host as uint8, a quarter
+    of float32's bytes; decoded on the device they are the same float32 values, so a seeded
+    run reaches the same parameters as with device-resident data."""
+    host = load_dataset(str(digit_folder), binarize=binarize, options=DataConfig(data_on="host"))
+    resident = load_dataset(str(digit_folder), binarize=binarize,
+                            options=DataConfig(data_on="device"))
+    assert host.train_x.dtype == torch.uint8 and resident.train_x.dtype == torch.float32
+    assert host.train_x.nbytes * 4 == resident.train_x.nbytes
+    assert torch.equal(host.train_values(), resident.train_x)
+    assert torch.equal(host.train_eval_x(), resident.train_eval_x())
+    likelihood = "bernoulli" if binarize != "none" else "logistic"
+    states = {}
+    for data in (host, resident):
+        set_seed(5)
+        model = build_model("vae", data.shape, latent_dim=2, hidden=(16,), likelihood=likelihood)
+        train(model, data, TrainConfig(epochs=2, batch_size=16, seed=5), progress=False)
+        states[data.on_host] = model.state_dict()
+    for key, value in states[False].items():
+        assert torch.equal(value, states[True][key]), key
+
+
 def test_a_host_fed_rank_gets_the_same_shard(monkeypatch):
     host = load_dataset("digits", binarize="none", options=DataConfig(data_on="host"))
     resident = load_dataset("digits", binarize="none", options=DataConfig(data_on="device"))
