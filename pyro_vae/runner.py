@@ -155,6 +155,8 @@ def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> 
     main = distributed.is_main()
     folder = RunFolder(distributed.main_does(lambda: _writable_folder(out).path))
     opened = build(config, folder=folder)
+    if config.init_from is not None:
+        init_weights(opened.model, config.init_from)
     with contextlib.ExitStack() as stack:
         lock = distributed.main_does(
             lambda: stack.enter_context(folder.lock("train", create=True)), share=False)
@@ -174,6 +176,17 @@ def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> 
         metrics = finish(opened, result, progress=progress)
         distributed.done()
         return RunResult(opened, result, metrics)
+
+
+def init_weights(model: LatentModel, path: str | os.PathLike) -> None:
+    """Load the trained module state of the run folder ``path`` into ``model`` (a new run's
+    ``init_from``): the architectures must match."""
+    source = RunFolder(path)
+    if not source.has_checkpoint():
+        raise ConfigError(f"init_from {path} holds no trained run (no checkpoint)")
+    state = source.load_checkpoint(map_location="cpu")
+    check_state(state, str(source.checkpoint_path), resuming=False)
+    source.load_model_state(model, state)
 
 
 def _start(folder: RunFolder, config: RunConfig):
