@@ -155,13 +155,13 @@ def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> 
     main = distributed.is_main()
     folder = RunFolder(distributed.main_does(lambda: _writable_folder(out).path))
     opened = build(config, folder=folder)
-    if config.init_from is not None:
-        init_weights(opened.model, config.init_from)
     with contextlib.ExitStack() as stack:
         lock = distributed.main_does(
             lambda: stack.enter_context(folder.lock("train", create=True)), share=False)
         undo = distributed.main_does(lambda: _start(folder, config), share=False)
         try:
+            if config.init_from is not None:
+                init_weights(opened.model, config.init_from)
             data = opened.data
             log.info("training %s on %s (%s, %d points) on %s%s -> %s", config.model,
                      config.dataset, data.binarize, data.num_train, data.device,
