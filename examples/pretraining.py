@@ -6,7 +6,10 @@ AE trained greedily (then fine-tuned), and a VAE, judged as Kingma et al.'s M1 j
 
 Each model is trained without labels, as runs of the library's run layer
 (:func:`pyro_vae.run`, and :func:`pyro_vae.pretraining.greedy_pretrain` for the stacked
-autoencoder: ``--out/stacked/stage-1`` ... ``stage-3``, then ``finetune``). Then, per model:
+autoencoder: ``--out/stacked/stage-1`` ... ``stage-3``, then ``finetune``).
+
+The stack trains for L greedy stages plus the fine-tuning, so the AE is also trained once for
+as many epochs (its row "ae (N epochs)"). Then, per model:
 
 * the test reconstruction loss (BCE, nats per image, ``model.reconstruct``);
 * the code's sparsity (share of code units with |z| < 0.1 over the test set, and mean |z|:
@@ -36,7 +39,7 @@ from torch.nn import functional as F
 from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run
 from pyro_vae.evaluate import code_sparsity
 from pyro_vae.plots import save_grid
-from pyro_vae.pretraining import greedy_pretrain
+from pyro_vae.pretraining import greedy_pretrain, greedy_stages
 
 
 def _bce(model, x: torch.Tensor) -> float:
@@ -79,15 +82,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     hidden = tuple(int(h) for h in args.hidden.split(","))
 
-    def config(name: str, **settings) -> RunConfig:
+    def config(name: str, epochs: int = args.epochs, **settings) -> RunConfig:
         return RunConfig.for_model(
             name, dataset=args.dataset, latent_dim=args.latent_dim, hidden=hidden,
-            train=TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device),
+            train=TrainConfig(epochs=epochs, seed=args.seed, device=args.device),
             eval=EvalConfig(num_samples=0, pictures=False), **settings)
 
-    single = {"ae": {}, "dae": {}, "sae": {"l1": args.l1}, "vae": {}}  # one run each
-    trained = {name: run(config(name, **settings), args.out / name, progress=False).run
-               for name, settings in single.items()}
+    # the stack trains L stages and the fine-tuning: the AE again with as many epochs
+    stack_epochs = args.epochs * greedy_stages(config("stacked")) + args.finetune_epochs
+    single = {"ae": ("ae", "ae", {}), "dae": ("dae", "dae", {}),
+              "sae": ("sae", "sae", {"l1": args.l1}), "vae": ("vae", "vae", {}),
+              f"ae ({stack_epochs} epochs)": ("ae", "ae-long", {"epochs": stack_epochs})}
+    trained = {label: run(config(name, **settings), args.out / folder, progress=False).run
+               for label, (name, folder, settings) in single.items()}
     stages = greedy_pretrain(config("stacked"), args.out / "stacked",
                              finetune_epochs=args.finetune_epochs)
     trained["stacked (greedy)"] = stages[-2 if args.finetune_epochs else -1].run
