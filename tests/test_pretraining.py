@@ -12,7 +12,7 @@ from pyro_vae import EvalConfig, RunConfig, TrainConfig
 from pyro_vae.cli import main
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError
-from pyro_vae.evaluate import code_sparsity
+from pyro_vae.evaluate import code_sparsity, latent_means
 from pyro_vae.metrics import check_keys
 from pyro_vae.models import build_model
 from pyro_vae.pretraining import greedy_pretrain, stage_folder
@@ -35,6 +35,20 @@ def digits():
 def test_the_pairs_pass_the_check(digits, name, settings):
     assert check_model_guide(build_model(name, digits.shape, **settings),
                              digits.test_x[:8]) == []
+
+
+@pytest.mark.parametrize("name,settings,width", [
+    ("sae", {"latent_dim": 3, "hidden": (16,)}, 3),
+    ("stacked", {**SMALL, "stage": 2}, 8),      # a greedy stage: its own layer's code
+    ("stacked", {**SMALL, "stage": 0}, 4),      # end to end: the top code
+], ids=["sae", "stacked-2", "stacked-finetune"])
+def test_encode_is_the_code_the_guide_samples(digits, name, settings, width):
+    """What M1 and the pictures read (encode) is the guide's point mass (latent_means)."""
+    model = build_model(name, digits.shape, **settings).eval()
+    loc, scale = model.encode(digits.test_x[:30])
+    assert loc.shape == (30, width)
+    assert torch.equal(scale, torch.zeros_like(loc))
+    assert torch.allclose(latent_means(model, digits.test_x[:30]), loc)
 
 
 def test_the_l1_factor_is_lambda_times_the_codes_l1_norm(digits):
