@@ -41,7 +41,8 @@ from pyro_vae.models.base import LatentModel
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD", "Bounds", "LatentUsage", "active_units_per_site", "bits_per_dim",
-    "check_num_samples", "disentanglement", "evaluate", "importance_bounds", "latent_means",
+    "check_num_samples", "code_sparsity", "disentanglement", "evaluate", "importance_bounds",
+    "latent_means",
     "latent_usage", "log_weights", "log_weights_of_site", "mean_elbo", "elbo_sum",
     "mutual_information_gap",
 ]
@@ -249,6 +250,19 @@ def latent_means(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = N
     """The guide's mean of every latent site, concatenated per data point: ``(N, D)``."""
     model.eval()
     return torch.cat(list(_guide_means(model, x, y, batch_size, 1).values()), 1)
+
+
+CODE_ZERO_THRESHOLD = 0.1
+
+
+def code_sparsity(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
+                  threshold: float = CODE_ZERO_THRESHOLD) -> dict:
+    """How sparse the guide's codes (means) of ``x`` are: the share of (point, unit) pairs
+    with ``|z| < threshold`` and the mean ``|z|`` (the keys ``code_sparsity``,
+    ``code_mean_abs`` and ``code_zero_threshold`` of ``metrics.json``)."""
+    codes = latent_means(model, x, y).abs()
+    return {"code_sparsity": (codes < threshold).float().mean().item(),
+            "code_mean_abs": codes.mean().item(), "code_zero_threshold": threshold}
 
 
 def disentanglement(model: LatentModel, data) -> dict:

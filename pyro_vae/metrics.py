@@ -120,6 +120,11 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("mig", "mutual information gap of the guide's means and the known factors",
            "MIG (known factors)"),
     Metric("mig_per_factor", "MIG of each known factor"),
+    # the code of a point-mass guide (autoencoders: deterministic_code)
+    Metric("code_sparsity", "share of (test point, code unit) pairs with |z| < "
+           "code_zero_threshold", "code near zero [share]"),
+    Metric("code_mean_abs", "mean |z| of the test codes over points and units", "mean |code|"),
+    Metric("code_zero_threshold", "|z| below which a code unit counts as zero"),
     # what did not apply
     Metric("evaluation_skipped", "evaluations that do not apply to this run, and why"),
     # pyro-vae diagnose (pyro_vae.diagnostics)
@@ -141,7 +146,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
 )}
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
-                 "active_units")
+                 "active_units", "code_sparsity", "code_mean_abs")
 
 
 def check_keys(metrics: dict) -> None:
@@ -259,6 +264,18 @@ def _mig(model, data, settings, progress: bool) -> dict:
     return disentanglement(model, data)
 
 
+def _sparsity_applies(model, data, settings, global_sites) -> str | None:
+    if not getattr(model, "deterministic_code", False):
+        return "the model's code is not a point (deterministic_code)"
+    return _per_point(global_sites)
+
+
+def _sparsity(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.evaluate import code_sparsity
+
+    return code_sparsity(model, data.test_x, data.test_y if model.is_conditional else None)
+
+
 EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("bounds", ("test_elbo", "test_elbo_stderr", "test_iwae", "iwae_k",
                           "test_iwae_bounds", "test_log_likelihood",
@@ -272,6 +289,8 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("global-elbo", ("test_elbo", "test_elbo_stderr"), _global_elbo_applies,
                _global_elbo),
     Evaluation("mig", ("mig", "mig_per_factor"), _mig_applies, _mig),
+    Evaluation("sparsity", ("code_sparsity", "code_mean_abs", "code_zero_threshold"),
+               _sparsity_applies, _sparsity),
 )}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from pyro_vae import __version__
@@ -64,7 +65,9 @@ class RunConfig:
     the model is built); ``dataset`` a registered name or a path (kept absolute, so every
     command reopens the same files); ``binarize`` None means the data set's default (for a
     path, found when the files are read: :func:`pyro_vae.runner.build` fills it in);
-    ``data`` the data options (:class:`~pyro_vae.data.DataConfig`)."""
+    ``data`` the data options (:class:`~pyro_vae.data.DataConfig`); ``init_from`` a run
+    folder (kept absolute) whose trained weights the model starts from instead of its
+    initialization (a later stage of :mod:`pyro_vae.pretraining`; same architecture)."""
 
     model: str
     model_config: dict[str, Any] = field(default_factory=dict)
@@ -74,8 +77,13 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     model_source: dict[str, Any] | None = None
     data: DataConfig = field(default_factory=DataConfig)
+    init_from: str | None = None  # a run folder whose trained weights start this run
 
     def __post_init__(self) -> None:
+        if self.init_from is not None:
+            if not isinstance(self.init_from, str) or not self.init_from:
+                raise ConfigError(f"init_from must be a run folder, got {self.init_from!r}")
+            self.init_from = str(Path(self.init_from).absolute())
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(f"model must be a model spec (a non-empty string), got "
                               f"{self.model!r}")
@@ -139,6 +147,7 @@ class RunConfig:
             "data": self.data.to_json(),
             "train": asdict(self.train),
             "eval": config_values(self.eval),
+            "init_from": self.init_from,
             "pyro_vae_version": __version__,
         }
 
@@ -152,7 +161,7 @@ class RunConfig:
             evaluation = _typed(EvalConfig, data.get("eval", {}), "eval")
             return cls(data["model"], data.get("model_config", {}), data["dataset"],
                        data.get("binarize"), train, evaluation, data.get("model_source"),
-                       DataConfig.from_json(data.get("data", {})))
+                       DataConfig.from_json(data.get("data", {})), data.get("init_from"))
         except ConfigError as exc:
             raise RunFolderError(f"{where}: {exc}") from None
 

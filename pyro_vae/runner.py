@@ -160,6 +160,8 @@ def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> 
             lambda: stack.enter_context(folder.lock("train", create=True)), share=False)
         undo = distributed.main_does(lambda: _start(folder, config), share=False)
         try:
+            if config.init_from is not None:
+                init_weights(opened.model, config.init_from)
             data = opened.data
             log.info("training %s on %s (%s, %d points) on %s%s -> %s", config.model,
                      config.dataset, data.binarize, data.num_train, data.device,
@@ -174,6 +176,17 @@ def run(config: RunConfig, out: str | os.PathLike, *, progress: bool = True) -> 
         metrics = finish(opened, result, progress=progress)
         distributed.done()
         return RunResult(opened, result, metrics)
+
+
+def init_weights(model: LatentModel, path: str | os.PathLike) -> None:
+    """Load the trained module state of the run folder ``path`` into ``model`` (a new run's
+    ``init_from``): the architectures must match."""
+    source = RunFolder(path)
+    if not source.has_checkpoint():
+        raise ConfigError(f"init_from {path} holds no trained run (no checkpoint)")
+    state = source.load_checkpoint(map_location="cpu")
+    check_state(state, str(source.checkpoint_path), resuming=False)
+    source.load_model_state(model, state)
 
 
 def _start(folder: RunFolder, config: RunConfig):

@@ -31,6 +31,8 @@ TINY_ARGS = {
     "beta_vae.py": ["--epochs", "1", "--latent-dim", "3", "--betas", "4",
                     "--kl-warmup-epochs", "1", "--eval-samples", "50"],
     "autoencoders.py": ["--dataset", "digits", "--epochs", "1", "--latent-dim", "3"],
+    "pretraining.py": ["--dataset", "digits", "--epochs", "1", "--finetune-epochs", "1",
+                       "--hidden", "16,8", "--latent-dim", "4", "--label-draws", "2"],
     "hierarchical.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "50",
                         "--rows", "0,3"],
     "compare_runs.py": None,  # needs two run folders: test_compare_runs_example makes them

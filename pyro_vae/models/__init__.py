@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyro_vae.models.autoencoder import Autoencoder, DenoisingAutoencoder
+from pyro_vae.models.autoencoder import Autoencoder, DenoisingAutoencoder, SparseAutoencoder
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.bernoulli import BernoulliConfig, BernoulliLatent
 from pyro_vae.models.cvae import CVAE
@@ -19,6 +19,7 @@ from pyro_vae.models.gmm import GMM, GMMConfig
 from pyro_vae.models.hierarchical import HierarchicalVAE
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.registry import MODELS, ModelRef, available, register_model, resolve
+from pyro_vae.models.stacked import StackedAutoencoder
 from pyro_vae.models.vae import VAE, VAEConfig
 from pyro_vae.settings import build_config
 
@@ -31,6 +32,8 @@ MODELS.update({
     "dae": DenoisingAutoencoder,
     "hvae": HierarchicalVAE,
     "cvae": CVAE,
+    "sae": SparseAutoencoder,
+    "stacked": StackedAutoencoder,
 })
 
 
@@ -58,4 +61,5 @@ def build_model(spec: str | type[LatentModel], data_shape: tuple[int, ...],
 __all__ = ["MODELS", "LatentModel", "ModelRef", "VAE", "VAEConfig", "LinearGaussian",
            "LinearGaussianConfig", "available", "build_model", "get_model_class", "make_model",
            "register_model", "resolve", "BernoulliLatent", "BernoulliConfig", "GMM",
-           "GMMConfig", "Autoencoder", "DenoisingAutoencoder", "HierarchicalVAE", "CVAE"]
+           "GMMConfig", "Autoencoder", "DenoisingAutoencoder", "HierarchicalVAE", "CVAE",
+           "SparseAutoencoder", "StackedAutoencoder"]

@@ -21,6 +21,11 @@ Denoising autoencoder: the encoder sees a corrupted input :math:`\tilde x \sim c
 (:math:`\tilde x = x + \sigma \epsilon`) or ``"dropout"`` (each pixel set to 0 with
 probability ``corruption_level``). Corruption is applied in training mode only.
 
+Sparse autoencoder: the autoencoder's pair plus an L1 penalty on the code,
+:math:`\lambda \lVert z \rVert_1`, entered in the model as ``pyro.factor("l1", -lambda |z|_1)``
+inside the data plate, so the loss every objective optimizes (and every bound evaluation
+reports) is the reconstruction loss plus the penalty.
+
 The prior :math:`N(0, I)` is only used by :meth:`sample`: decoding random latents shows why a
 plain autoencoder is no generative model -- nothing made its codes fill that prior. Bounds
 on log p(x) computed by ``pyro_vae.evaluate`` for these pairs are reconstruction
@@ -71,11 +76,23 @@ class DAEConfig(AEConfig):
                               f"{self.corruption_level}")
 
 
+@dataclass
+class SAEConfig(AEConfig):
+    l1: float = 0.1  # lambda of the penalty lambda * |z|_1 per data point
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.l1, bool) or not isinstance(self.l1, (int, float)) \
+                or not self.l1 >= 0:
+            raise ConfigError(f"l1 must be a number >= 0, got {self.l1!r}")
+
+
 class Autoencoder(LatentModel):
     """Deterministic autoencoder: point-mass guide on z, masked prior, reconstruction loss."""
 
     name = "ae"
     config_class = AEConfig
+    deterministic_code = True  # a point-mass guide: the code's sparsity is reported
 
     def __init__(self, config: AEConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
@@ -105,7 +122,11 @@ class Autoencoder(LatentModel):
             loc = x.new_zeros(x.shape[0], self.config.latent_dim)
             with poutine.mask(mask=False):  # no prior term: the loss is reconstruction only
                 z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+            self.penalize(z)
             pyro.sample("x", self._likelihood(self.decoder(z)), obs=x)
+
+    def penalize(self, z: torch.Tensor) -> None:
+        """A term of the loss on the code (none for the plain autoencoder)."""
 
     def guide(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
@@ -148,3 +169,13 @@ class DenoisingAutoencoder(Autoencoder):
         if self.config.corruption == "gaussian":
             return x + level * torch.randn_like(x)
         return x * (torch.rand_like(x) >= level).to(x.dtype)
+
+
+class SparseAutoencoder(Autoencoder):
+    """Autoencoder with an L1 penalty lambda * |z|_1 on the code (a ``pyro.factor``)."""
+
+    name = "sae"
+    config_class = SAEConfig
+
+    def penalize(self, z: torch.Tensor) -> None:
+        pyro.factor("l1", -self.config.l1 * z.abs().sum(-1))
