@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--bins", type=int, default=10)
     p.add_argument("--alphas", type=_floats, default=[0.001, 0.01, 0.1])
     p.add_argument("--classifier-weights", type=_weightings,
-                   default=_weightings("histogram:product:0.1,histogram:max:0.01"),
+                   default=_weightings("histogram:product:0.1,histogram:max:0.01,"
+                                      "aggregate:product:0.001"),
                    help="weightings the reweighted classifiers draw by, METHOD:COMBINE:ALPHA,...")
     p.add_argument("--draws", type=int, default=20, help="epochs of indices drawn for (a)")
     p.add_argument("--classifier-epochs", type=int, default=10)
