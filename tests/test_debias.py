@@ -102,3 +102,27 @@ def test_resampled_dataset_feeds_minibatches_by_weight():
 def test_bad_input_is_a_user_error(call):
     with pytest.raises(UserError):
         call()
+
+
+def test_the_training_loop_draws_its_minibatches_by_weight(monkeypatch):
+    """train() takes a resampled data set as it is: every minibatch it steps on holds only the
+    points of positive weight."""
+    from pyro_vae.train import TrainConfig, train
+
+    _, x, rare = _rare_group_case()
+    model = LinearGaussian(LinearGaussianConfig(latent_dim=2), (x.shape[1],))
+    w = rare.double()  # only the rare group is ever drawn
+    data = resampled(tensor_dataset(x), w)
+    seen = []
+    batches = data.batches
+
+    def spy(*args, **kwargs):
+        for xb, yb in batches(*args, **kwargs):
+            seen.append(xb)
+            yield xb, yb
+
+    monkeypatch.setattr(data, "batches", spy)
+    train(model, data, TrainConfig(epochs=1, batch_size=100), progress=False, hooks=[])
+    assert len(seen) == N // 100
+    drawn = torch.cat(seen)
+    assert all((x[rare] == row).all(1).any() for row in drawn)
