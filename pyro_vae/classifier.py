@@ -40,14 +40,15 @@ class DigitClassifier(nn.Module):
 
 
 def train_classifier(data: Dataset, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
-                     seed: int = 0) -> DigitClassifier:
+                     seed: int = 0, sampler=None) -> DigitClassifier:
     """Fit a :class:`DigitClassifier` on ``data``'s training split, reproducibly from ``seed``.
 
     The global RNG streams are untouched: the data order and binarized draws come from a
     private generator, and the weights are initialized on the CPU with torch's CPU generator
     seeded inside ``fork_rng(devices=[])``, which puts it back after; no CUDA generator is
     seeded or read (``torch.manual_seed`` would reseed every GPU's, which ``fork_rng`` with no
-    devices does not restore)."""
+    devices does not restore). ``sampler`` (e.g. :class:`pyro_vae.debias.LatentDensitySampler`:
+    ``sampler.permutation(generator)`` gives an epoch's indices) replaces the uniform order."""
     if data.train_y is None:
         raise DataError(f"data set {data.name} has no labels to train a classifier on")
     check_positive("epochs", epochs)
@@ -61,7 +62,8 @@ def train_classifier(data: Dataset, epochs: int = 10, batch_size: int = 128, lr:
     x, y = data.train_values(device=data.train_x.device), data.train_y  # host-fed: host
     clf.train()
     for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen).to(x.device)
+        perm = (torch.randperm(len(x), generator=gen) if sampler is None
+                else sampler.permutation(gen)).to(x.device)
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
             xb, yb = x[idx].to(data.device), y[idx.to(y.device)]  # x may stay on the host

@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command: train, check, new, evaluate, sample, plot, diagnose, list.
+"""The ``pyro-vae`` command: train, check, new, evaluate, sample, plot, diagnose, score, list.
 
 A thin front end of the run layer (:mod:`pyro_vae.runner`): it parses flags into a
 :class:`~pyro_vae.run_config.RunConfig` and prints what the run layer returns. A model is any
@@ -231,6 +231,20 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=_seed, default=0)
     pl.add_argument("--device", default="auto")
 
+    sc = sub.add_parser("score", help="per-point log p(x) (importance sampled), ELBO and "
+                        "reconstruction error of a data set under a run's model, as a CSV")
+    sc.add_argument("run", type=_path, help="a run folder")
+    sc.add_argument("--data", required=True, help=DATASET_HELP)
+    sc.add_argument("--split", choices=("test", "train"), default="test")
+    sc.add_argument("--num-samples", type=int, default=1000,
+                    help="importance samples a point (1000)")
+    sc.add_argument("--image-size", help="resize the images to N (square) or HxW first")
+    sc.add_argument("--out", type=_path, default=Path("scores.csv"),
+                    help="CSV file to write (scores.csv)")
+    sc.add_argument("--seed", type=_seed, default=0)
+    sc.add_argument("--device", default="auto")
+    sc.add_argument("--no-progress", action="store_true")
+
     sub.add_parser("list", help="the models, objectives and data sets")
 
     g = sub.add_parser("diagnose", help="ArviZ diagnostics of a run's guide: NetCDF, PSIS "
@@ -433,6 +447,25 @@ def _cmd_plot(args, flags) -> int:
     return 0
 
 
+def _cmd_score(args, flags) -> int:
+    from pyro_vae.outliers import score_run, summarize, write_scores
+
+    check_positive("--num-samples", args.num_samples)
+    if args.out.suffix.lower() != ".csv":
+        raise ConfigError(f"--out must name a .csv file, got {args.out}")
+    check_new_file(args.out)
+    set_seed(args.seed)
+    scores = score_run(args.run, args.data, split=args.split, num_samples=args.num_samples,
+                       image_size=args.image_size, device=resolve_device(args.device),
+                       progress=not args.no_progress)
+    write_scores(args.out, scores)
+    s = summarize(scores)
+    print(f"{args.out}: {s['points']} points of {args.data} ({args.split}); mean log p(x) "
+          f"{s['log_px']:.2f} +- {s['log_px_mc_stderr']:.2f} (MC), ELBO {s['elbo']:.2f}, "
+          f"reconstruction error {s['recon_error']:.2f}")
+    return 0
+
+
 def check_label(model, label: int) -> None:
     """Raise :class:`ConfigError` unless ``model`` generates by class and ``label`` is one."""
     classes = getattr(model, "num_classes", None) if model.is_conditional else None
@@ -475,7 +508,7 @@ def _cmd_diagnose(args, flags) -> int:
 
 COMMANDS = {"train": _cmd_train, "check": _cmd_check, "new": _cmd_new,
             "evaluate": _cmd_evaluate, "sample": _cmd_sample, "list": _cmd_list,
-            "plot": _cmd_plot, "diagnose": _cmd_diagnose}
+            "plot": _cmd_plot, "diagnose": _cmd_diagnose, "score": _cmd_score}
 
 
 def _error(message: str) -> int:

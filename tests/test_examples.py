@@ -40,6 +40,11 @@ TINY_ARGS = {
                 "--num-generated", "50", "--classifier-epochs", "1"],
     "iwae_table.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "10",
                       "--rows", "1L-k1,2L-iwae-k5", "--batch-size", "100"],
+    "outliers.py": ["--epochs", "1", "--latent-dim", "3", "--hidden", "32", "--num-samples",
+                    "10", "--points", "30"],
+    "debias.py": ["--epochs", "1", "--latent-dim", "3", "--hidden", "32", "--draws", "1",
+                  "--alphas", "0.1", "--classifier-epochs", "1", "--seeds", "0",
+                  "--classifier-weights", "histogram:max:0.01"],
 }
 TRAINS_NOTHING = {"pathwise_vs_score.py", "compare_runs.py"}  # every other example makes runs
 
