@@ -38,6 +38,8 @@ TINY_ARGS = {
                 "--num-generated", "50", "--classifier-epochs", "1"],
     "iwae_table.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "10",
                       "--rows", "1L-k1,2L-iwae-k5", "--batch-size", "100"],
+    "clustering.py": ["--dataset", "digits", "--epochs", "1", "--pretrain-epochs", "1",
+                      "--latent-dim", "3", "--hidden", "16", "--num", "3"],
 }
 TRAINS_NOTHING = {"pathwise_vs_score.py", "compare_runs.py"}  # every other example makes runs
 
