@@ -53,6 +53,8 @@ def test_config_errors():
         VaDEConfig(pretrain_epochs=-1)
     with pytest.raises(ConfigError, match="num_components"):
         VaDEConfig(num_components=0)
+    with pytest.raises(ConfigError, match="pretrain"):
+        VaDEConfig(pretrain="kmeans")
 
 
 # -- the scores ----------------------------------------------------------------------------------
