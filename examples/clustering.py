@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--dataset", default="mnist-5k")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--pretrain-epochs", type=int, default=30,
-                   help="VaDE's autoencoder pre-training before the GMM initialisation")
+                   help="VaDE's pre-training (as a plain VAE) before the GMM initialisation")
     p.add_argument("--num-components", type=int, default=10)
     p.add_argument("--latent-dim", type=int, default=10)
     p.add_argument("--hidden", type=int, nargs="+", default=[500, 500])
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     save_grid(grid, args.out / "components.png", nrow=args.num)
 
     print(f"{args.dataset}, K = {K}, seed {args.seed}, {args.epochs} epochs "
-          f"(VaDE: + {args.pretrain_epochs} of autoencoder pre-training)")
+          f"(VaDE: + {args.pretrain_epochs} of pre-training as {model.config.pretrain})")
     print(f"{'method':<24} {'train acc':>9} {'train NMI':>9} {'test acc':>9} {'test NMI':>9}")
     for r in rows:
         print(f"{r['method']:<24} {r['train_acc']:>9.3f} {r['train_nmi']:>9.3f} "
