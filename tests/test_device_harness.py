@@ -33,7 +33,8 @@ from pyro_vae.train import train
 TINY = {"latent_dim": 2, "hidden": (16,)}
 SETTINGS = {"vae": TINY, "ae": TINY, "dae": TINY, "cvae": TINY,
             "hvae": {"latent_dims": (2, 2), "hidden": (16, 16)},
-            "bernoulli": {"latent_dim": 4}, "linear": {}, "gmm": {}}
+            "bernoulli": {"latent_dim": 4}, "linear": {}, "gmm": {},
+            "vade": TINY | {"num_components": 3, "pretrain_epochs": 1}}
 DATASET = {"linear": "linear-gaussian", "gmm": "gmm-2d"}
 EVAL = {"num_samples": 10, "iwae_ks": (5,), "pictures": False}
 
