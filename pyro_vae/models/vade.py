@@ -166,8 +166,8 @@ class VaDE(PixelLikelihood, LatentModel):
         n = x.shape[0]
         for _ in range(self.config.pretrain_epochs):
             perm = torch.randperm(n).to(x.device)
-            for i in range(0, n, batch_size):
-                xb = x[perm[i:i + batch_size]]
+            for i in range(0, n, batch_size):  # x may stay in host memory (data_on host)
+                xb = x[perm[i:i + batch_size]].to(self.device)
                 loc, scale = self.encoder(xb)
                 if self.config.pretrain == "ae":
                     z, kl = loc, 0.0
@@ -179,7 +179,8 @@ class VaDE(PixelLikelihood, LatentModel):
                 loss.backward()
                 opt.step()
         with torch.no_grad():
-            codes = torch.cat([self.encoder(x[i:i + 1000])[0] for i in range(0, n, 1000)])
+            codes = torch.cat([self.encoder(x[i:i + 1000].to(self.device))[0]
+                               for i in range(0, n, 1000)])
             seed = int(torch.randint(0, 2**31 - 1, (1,)))
             gm = GaussianMixture(self.K, covariance_type="diag", random_state=seed,
                                  reg_covar=1e-4, n_init=5).fit(codes.cpu().double().numpy())
