@@ -125,6 +125,14 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            "code_zero_threshold", "code near zero [share]"),
     Metric("code_mean_abs", "mean |z| of the test codes over points and units", "mean |code|"),
     Metric("code_zero_threshold", "|z| below which a code unit counts as zero"),
+    # clustering (models with cluster_probabilities: pyro_vae.clustering)
+    Metric("test_cluster_accuracy", "clustering accuracy on the test split (Hungarian "
+           "matching of clusters to labels)", "test cluster accuracy"),
+    Metric("test_cluster_nmi", "normalized mutual information of clusters and test labels",
+           "test cluster NMI"),
+    Metric("train_cluster_accuracy", "clustering accuracy on the training split"),
+    Metric("train_cluster_nmi", "NMI of clusters and training labels"),
+    Metric("clusters_used", "distinct clusters the test points are assigned to"),
     # what did not apply
     Metric("evaluation_skipped", "evaluations that do not apply to this run, and why"),
     # pyro-vae diagnose (pyro_vae.diagnostics)
@@ -146,7 +154,8 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
 )}
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
-                 "active_units", "code_sparsity", "code_mean_abs")
+                 "active_units", "code_sparsity", "code_mean_abs", "test_cluster_accuracy",
+                 "test_cluster_nmi")
 
 
 def check_keys(metrics: dict) -> None:
@@ -276,6 +285,26 @@ def _sparsity(model, data, settings, progress: bool) -> dict:
     return code_sparsity(model, data.test_x, data.test_y if model.is_conditional else None)
 
 
+def _clusters_apply(model, data, settings, global_sites) -> str | None:
+    from pyro_vae.clustering import can_cluster
+
+    if not can_cluster(model):
+        return "the model does not cluster (no cluster_probabilities)"
+    return None if data.test_y is not None else f"data set {data.name} has no test labels"
+
+
+def _clusters(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.clustering import cluster_scores, train_points
+
+    test = cluster_scores(model, data.test_x, data.test_y)
+    out = {"test_cluster_accuracy": test["accuracy"], "test_cluster_nmi": test["nmi"],
+           "clusters_used": test["clusters_used"]}
+    if data.train_y is not None:
+        train = cluster_scores(model, train_points(data), data.train_y)
+        out |= {"train_cluster_accuracy": train["accuracy"], "train_cluster_nmi": train["nmi"]}
+    return out
+
+
 EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("bounds", ("test_elbo", "test_elbo_stderr", "test_iwae", "iwae_k",
                           "test_iwae_bounds", "test_log_likelihood",
@@ -291,6 +320,9 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("mig", ("mig", "mig_per_factor"), _mig_applies, _mig),
     Evaluation("sparsity", ("code_sparsity", "code_mean_abs", "code_zero_threshold"),
                _sparsity_applies, _sparsity),
+    Evaluation("clusters", ("test_cluster_accuracy", "test_cluster_nmi", "clusters_used",
+                            "train_cluster_accuracy", "train_cluster_nmi"),
+               _clusters_apply, _clusters),
 )}
 
 

@@ -45,6 +45,8 @@ TINY_ARGS = {
     "debias.py": ["--epochs", "1", "--latent-dim", "3", "--hidden", "32", "--draws", "1",
                   "--alphas", "0.1", "--classifier-epochs", "1", "--seeds", "0",
                   "--classifier-weights", "histogram:max:0.01"],
+    "clustering.py": ["--dataset", "digits", "--epochs", "1", "--pretrain-epochs", "1",
+                      "--latent-dim", "3", "--hidden", "16", "--num", "3"],
 }
 TRAINS_NOTHING = {"pathwise_vs_score.py", "compare_runs.py"}  # every other example makes runs
 

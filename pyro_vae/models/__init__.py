@@ -20,6 +20,7 @@ from pyro_vae.models.hierarchical import HierarchicalVAE
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.registry import MODELS, ModelRef, available, register_model, resolve
 from pyro_vae.models.stacked import StackedAutoencoder
+from pyro_vae.models.vade import VaDE, VaDEConfig
 from pyro_vae.models.vae import VAE, VAEConfig
 from pyro_vae.settings import build_config
 
@@ -34,6 +35,7 @@ MODELS.update({
     "cvae": CVAE,
     "sae": SparseAutoencoder,
     "stacked": StackedAutoencoder,
+    "vade": VaDE,
 })
 
 
@@ -62,4 +64,4 @@ __all__ = ["MODELS", "LatentModel", "ModelRef", "VAE", "VAEConfig", "LinearGauss
            "LinearGaussianConfig", "available", "build_model", "get_model_class", "make_model",
            "register_model", "resolve", "BernoulliLatent", "BernoulliConfig", "GMM",
            "GMMConfig", "Autoencoder", "DenoisingAutoencoder", "HierarchicalVAE", "CVAE",
-           "SparseAutoencoder", "StackedAutoencoder"]
+           "SparseAutoencoder", "StackedAutoencoder", "VaDE", "VaDEConfig"]
