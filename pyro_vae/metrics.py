@@ -120,6 +120,9 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("mig", "mutual information gap of the guide's means and the known factors",
            "MIG (known factors)"),
     Metric("mig_per_factor", "MIG of each known factor"),
+    # a model with a classifier q(y | x) (capability has_classifier, method classify)
+    Metric("test_accuracy", "share of test points whose label the model's classifier q(y|x) "
+           "gets right", "test accuracy [q(y|x)]"),
     # what did not apply
     Metric("evaluation_skipped", "evaluations that do not apply to this run, and why"),
     # pyro-vae diagnose (pyro_vae.diagnostics)
@@ -141,7 +144,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
 )}
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
-                 "active_units")
+                 "active_units", "test_accuracy")
 
 
 def check_keys(metrics: dict) -> None:
@@ -259,6 +262,20 @@ def _mig(model, data, settings, progress: bool) -> dict:
     return disentanglement(model, data)
 
 
+def _classifier_applies(model, data, settings, global_sites) -> str | None:
+    if not getattr(model, "has_classifier", False):
+        return "the model has no classifier q(y | x)"
+    if data.test_y is None:
+        return f"data set {data.name} has no test labels"
+    return None
+
+
+@torch.no_grad()
+def _classifier(model, data, settings, progress: bool) -> dict:
+    hits = model.classify(data.test_x) == data.test_y.to(data.test_x.device)
+    return {"test_accuracy": hits.double().mean().item()}
+
+
 EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("bounds", ("test_elbo", "test_elbo_stderr", "test_iwae", "iwae_k",
                           "test_iwae_bounds", "test_log_likelihood",
@@ -272,6 +289,7 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("global-elbo", ("test_elbo", "test_elbo_stderr"), _global_elbo_applies,
                _global_elbo),
     Evaluation("mig", ("mig", "mig_per_factor"), _mig_applies, _mig),
+    Evaluation("classifier", ("test_accuracy",), _classifier_applies, _classifier),
 )}
 
 

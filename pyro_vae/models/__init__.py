@@ -19,6 +19,7 @@ from pyro_vae.models.gmm import GMM, GMMConfig
 from pyro_vae.models.hierarchical import HierarchicalVAE
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.registry import MODELS, ModelRef, available, register_model, resolve
+from pyro_vae.models.ssvae import SSVAE
 from pyro_vae.models.vae import VAE, VAEConfig
 from pyro_vae.settings import build_config
 
@@ -31,6 +32,7 @@ MODELS.update({
     "dae": DenoisingAutoencoder,
     "hvae": HierarchicalVAE,
     "cvae": CVAE,
+    "ssvae": SSVAE,
 })
 
 
@@ -58,4 +60,4 @@ def build_model(spec: str | type[LatentModel], data_shape: tuple[int, ...],
 __all__ = ["MODELS", "LatentModel", "ModelRef", "VAE", "VAEConfig", "LinearGaussian",
            "LinearGaussianConfig", "available", "build_model", "get_model_class", "make_model",
            "register_model", "resolve", "BernoulliLatent", "BernoulliConfig", "GMM",
-           "GMMConfig", "Autoencoder", "DenoisingAutoencoder", "HierarchicalVAE", "CVAE"]
+           "GMMConfig", "Autoencoder", "DenoisingAutoencoder", "HierarchicalVAE", "CVAE", "SSVAE"]
