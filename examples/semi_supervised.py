@@ -7,10 +7,10 @@ al. 2014), over several seeds.
 For each seed s the data keep the labels of ``--labels-per-class`` training points of each
 class (``--label-seed s``: the labelled points change with the seed too) and:
 
-* **pixels**: a scikit-learn classifier (``--classifier``: logistic regression or an RBF SVC)
-  on the raw pixels of the labelled points;
+* **pixels**: scikit-learn classifiers (``--classifiers``: logistic regression and an RBF
+  SVC) on the raw pixels of the labelled points;
 * **M1**: a plain ``vae`` trained without labels on every training image (run folder
-  ``--out/vae-s``), the same classifier on the guide's means of the labelled points;
+  ``--out/vae-s``), the same classifiers on the guide's means of the labelled points;
 * **M2**: the ``ssvae`` trained on the labelled and unlabelled points together (``--out/m2-s``),
   its own classifier q(y | x) (``test_accuracy`` of its ``metrics.json``).
 
@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae import EvalConfig, RunConfig, UserError, run
+from pyro_vae.errors import check_choice
 from pyro_vae.plots import save_class_grid, save_grid
 from pyro_vae.semi_supervised import CLASSIFIERS, latent_accuracy, pixel_accuracy
 
@@ -53,23 +54,29 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--aux-weight", type=float, default=1500.0,
                    help="M2's weight on log q(y|x) of each labelled point")
-    p.add_argument("--classifier", choices=CLASSIFIERS, default="logistic")
+    p.add_argument("--classifiers", default="logistic,svc",
+                   help=f"shallow classifiers of pixels and M1, comma-separated: "
+                        f"{', '.join(CLASSIFIERS)}")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/example-semi-supervised"))
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    table: dict[str, list[float]] = {"pixels": [], "M1 (vae codes)": [], "M2 (ssvae)": []}
+    kinds = args.classifiers.split(",")
+    for kind in kinds:
+        check_choice("classifier", kind, CLASSIFIERS)
+    table: dict[str, list[float]] = {f"pixels, {k}": [] for k in kinds}
+    table |= {f"M1 (vae), {k}": [] for k in kinds} | {"M2 (ssvae) q(y|x)": []}
     for seed in seeds:
         m2 = run(_config("ssvae", args, seed, aux_weight=args.aux_weight),
                  args.out / f"m2-{seed}", progress=False)
         vae = run(_config("vae", args, seed), args.out / f"vae-{seed}", progress=False)
         data = vae.run.data
-        table["pixels"].append(pixel_accuracy(data, args.classifier, seed))
-        table["M1 (vae codes)"].append(latent_accuracy(vae.run.model, data, args.classifier,
-                                                       seed))
-        table["M2 (ssvae)"].append(m2.metrics["test_accuracy"])
+        for kind in kinds:
+            table[f"pixels, {kind}"].append(pixel_accuracy(data, kind, seed))
+            table[f"M1 (vae), {kind}"].append(latent_accuracy(vae.run.model, data, kind, seed))
+        table["M2 (ssvae) q(y|x)"].append(m2.metrics["test_accuracy"])
         if seed == seeds[0]:
             model = m2.run.model.eval()
             x = data.test_x[torch.linspace(0, len(data.test_x) - 1, 10).long()]
@@ -79,12 +86,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
             save_class_grid(model, args.out / "classes.png")
 
     print(f"test accuracy on {args.dataset}, {args.labels_per_class} labels per class, "
-          f"classifier {args.classifier}, seeds {','.join(map(str, seeds))}")
-    print(f"{'method':<16}" + "".join(f"{'seed ' + str(s):>9}" for s in seeds)
+          f"seeds {','.join(map(str, seeds))}")
+    print(f"{'method':<20}" + "".join(f"{'seed ' + str(s):>9}" for s in seeds)
           + f"{'mean':>9}{'sd':>8}")
     for name, values in table.items():
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"{name:<16}" + "".join(f"{v:>9.3f}" for v in values)
+        print(f"{name:<20}" + "".join(f"{v:>9.3f}" for v in values)
               + f"{statistics.mean(values):>9.3f}{sd:>8.3f}")
     print(f"pictures in {args.out}: analogies.png, classes.png")
     return table
