@@ -141,6 +141,10 @@ def test_m2_learns_to_classify_digits_and_draws_the_asked_class(tmp_path, capsys
     assert main(["sample", str(run), "--label", "10", "--out", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.strip() == ("pyro-vae: error: --label must be a class in "
                                                "0..9, got 10")
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "31",
+                 "--labels-per-class", "5", "--no-progress"]) == 2  # a run keeps its split
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--labels-per-class 5 differs from the run's 10" in err
 
 
 @pytest.mark.parametrize("flags, message", [
