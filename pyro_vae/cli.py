@@ -66,7 +66,8 @@ MODEL_HELP = {
     "latent_dims": "units of each stochastic layer, z1 first, e.g. 100,50",
     "parameterization": "hvae guide: iwae (bottom-up) or residual (NVAE, top-down)",
     "task": "cvae: label (generate by class) or quadrants (complete an image)",
-    "num_classes": "cvae label task: number of classes",
+    "num_classes": "number of classes (cvae label task, ssvae)",
+    "aux_weight": "ssvae: weight of log q(y|x) on each labelled point (Kingma's alpha / N_l)",
     "observed_quadrants": "cvae quadrant task: 1, 2 or 3 observed quadrants",
     "init": "torch (PyTorch's default) or iwae (Glorot weights, zero biases, decoder bias at "
             "the training data's mean pixel, as the IWAE paper's code)",
