@@ -167,3 +167,18 @@ def test_the_analogies_decode_one_style_with_every_class(digits):
     assert images.shape == (4, 10, *digits.shape)
     assert math.isclose(images.min().item(), 0.0, abs_tol=1.0) and images.max() <= 1
     assert not torch.allclose(images[:, 0], images[:, 1])  # the class changes the picture
+
+
+def test_the_accuracy_evaluation_is_keyed_on_the_capability(digits):
+    """The ``classifier`` evaluation applies to a model with ``has_classifier`` and a test split
+    with labels, and says why not otherwise."""
+    from pyro_vae.metrics import EVALUATIONS
+
+    evaluation = EVALUATIONS["classifier"]
+    model = small(digits)
+    assert evaluation.applies(model, digits, None, []) is None
+    accuracy = evaluation.compute(model, digits, None, False)["test_accuracy"]
+    assert accuracy == pytest.approx((model.classify(digits.test_x) == digits.test_y)
+                                     .double().mean().item())
+    vae = build_model("vae", digits.shape, latent_dim=2, hidden=(8,))
+    assert "no classifier" in evaluation.applies(vae, digits, None, [])
