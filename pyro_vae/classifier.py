@@ -89,7 +89,7 @@ def conditional_sample_accuracy(model: LatentModel, clf: DigitClassifier, num: i
 
     Returns ``{"accuracy": share labelled as asked, "per_class": {c: share}, "num": num}``.
     """
-    if not getattr(model, "is_conditional", False) or getattr(model, "num_classes", None) is None:
+    if not getattr(model, "num_classes", None):  # cvae's label task, ssvae
         raise ConfigError(f"model {model.name} does not generate by class")
     model.eval()
     if labels is None:

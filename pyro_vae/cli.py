@@ -66,7 +66,8 @@ MODEL_HELP = {
     "latent_dims": "units of each stochastic layer, z1 first, e.g. 100,50",
     "parameterization": "hvae guide: iwae (bottom-up) or residual (NVAE, top-down)",
     "task": "cvae: label (generate by class) or quadrants (complete an image)",
-    "num_classes": "cvae label task: number of classes",
+    "num_classes": "number of classes (cvae label task, ssvae)",
+    "aux_weight": "ssvae: weight of log q(y|x) on each labelled point (Kingma's alpha / N_l)",
     "observed_quadrants": "cvae quadrant task: 1, 2 or 3 observed quadrants",
     "init": "torch (PyTorch's default) or iwae (Glorot weights, zero biases, decoder bias at "
             "the training data's mean pixel, as the IWAE paper's code)",
@@ -127,7 +128,7 @@ def _typed(setting):
 
 DATASET_HELP = (f"one of: {', '.join(DATASETS)}; or a folder of PNG/JPEG images (class "
                 "sub-folders = labels) or a .npz/.npy file (x, optional y)")
-DATA_FLAGS = ("image_size", "channels", "data_on")
+DATA_FLAGS = ("image_size", "channels", "data_on", "labels_per_class", "label_seed")
 
 
 def _add_data_flags(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
@@ -142,6 +143,12 @@ def _add_data_flags(p: argparse.ArgumentParser, *, default: str | None = None) -
                    help="training images on the device, in host memory (each minibatch copied "
                         "over), or auto: host when they exceed half the free GPU memory "
                         "(default auto)")
+    p.add_argument("--labels-per-class", type=int,
+                   help="keep the labels of N training points per class, the rest unlabelled "
+                        "(semi-supervised training, e.g. ssvae; default: all labels)")
+    p.add_argument("--label-seed", type=int,
+                   help="which points keep their labels with --labels-per-class (default 0; "
+                        "independent of --seed)")
 
 
 def _given_data(args) -> dict[str, Any]:
@@ -468,9 +475,10 @@ def _cmd_score(args, flags) -> int:
 
 def check_label(model, label: int) -> None:
     """Raise :class:`ConfigError` unless ``model`` generates by class and ``label`` is one."""
-    classes = getattr(model, "num_classes", None) if model.is_conditional else None
+    classes = getattr(model, "num_classes", None)  # None: it does not generate by class
     if not classes:
-        raise ConfigError(f"--label needs a class-conditional model (cvae with --task label); "
+        raise ConfigError(f"--label needs a model that generates by class (cvae with --task "
+                          f"label, ssvae); "
                           f"this run's model {model.name} is not one")
     if not 0 <= label < classes:
         raise ConfigError(f"--label must be a class in 0..{classes - 1}, got {label}")

@@ -385,6 +385,9 @@ def load_dataset(name: str, *, binarize: str | None = None,
     def tensor(a: np.ndarray | None) -> torch.Tensor | None:
         return None if a is None else torch.as_tensor(a).to(device)
 
+    train_y = raw.train_y
+    if options.labels_per_class is not None:
+        train_y = keep_labels(train_y, options.labels_per_class, options.label_seed, name)
     train_x, test_x = _float(raw.train_x), _float(raw.test_x).to(device)
     on_host = resolve_data_on(options.data_on, train_x.numel() * 4, device) == "host"
     if not on_host:
@@ -399,9 +402,33 @@ def load_dataset(name: str, *, binarize: str | None = None,
             train_x, divisor = train_x.to(torch.uint8), 1.0
         elif raw.train_x.dtype == np.uint8:
             train_x, divisor = torch.from_numpy(np.ascontiguousarray(raw.train_x)), 255.0
-    return Dataset(source.spec, train_x, tensor(raw.train_y), test_x, tensor(raw.test_y),
+    return Dataset(source.spec, train_x, tensor(train_y), test_x, tensor(raw.test_y),
                    raw.kind, binarize, tensor(raw.test_factors), raw.factor_names,
                    device if on_host else None, divisor)
+
+
+UNLABELLED = -1  # the label of a training point whose label was dropped (--labels-per-class)
+
+
+def keep_labels(y: np.ndarray | None, per_class: int, seed: int = 0,
+                name: str = "the data set") -> np.ndarray:
+    """``y`` with the labels of ``per_class`` points of each class kept and the rest set to
+    :data:`UNLABELLED`: balanced, drawn by ``numpy.random.default_rng(seed)`` (a permutation of
+    each class's indices, classes in increasing order), so a seed keeps the same points in every
+    run. Raises :class:`DataError` for data without labels or a class with fewer points."""
+    if y is None:
+        raise DataError(f"--labels-per-class needs labels; {name} has none")
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    kept = np.full_like(y, UNLABELLED)
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        if len(idx) < per_class:
+            raise DataError(f"--labels-per-class {per_class}: class {label} of {name} has only "
+                            f"{len(idx)} training points")
+        chosen = rng.permutation(idx)[:per_class]
+        kept[chosen] = y[chosen]
+    return kept
 
 
 def gmm_2d_parameters() -> dict:
@@ -451,7 +478,8 @@ def tensor_dataset(train_x: torch.Tensor, test_x: torch.Tensor | None = None,
 
 
 __all__ = ["BINARIZATIONS", "CHANNELS", "DATASETS", "DATA_ON", "HOST_BUDGET", "SPLIT_SEED",
-           "TEST_FRACTION", "DataConfig", "DataSource", "DataSpec", "Dataset", "RawData",
-           "default_binarization", "default_root", "gmm_2d_parameters",
+           "UNLABELLED", "TEST_FRACTION", "DataConfig", "DataSource", "DataSpec", "Dataset",
+           "RawData",
+           "default_binarization", "default_root", "gmm_2d_parameters", "keep_labels",
            "linear_gaussian_parameters", "load_dataset", "parse_image_size", "resolve_data_on",
            "resolve_dataset", "sample_gmm", "split_indices", "tensor_dataset"]

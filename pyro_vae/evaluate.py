@@ -85,10 +85,13 @@ class LatentUsage:
 
 
 def _site_mean(fn, value: torch.Tensor) -> torch.Tensor:
+    """The guide's mean of a site, or its drawn value where the mean is undefined (a
+    categorical's mean is NaN: a class label has none)."""
     try:
-        return fn.mean
+        mean = fn.mean
     except NotImplementedError:
         return value
+    return value.to(mean.dtype) if bool(torch.isnan(mean).any()) else mean
 
 
 @torch.no_grad()

@@ -133,6 +133,9 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("train_cluster_accuracy", "clustering accuracy on the training split"),
     Metric("train_cluster_nmi", "NMI of clusters and training labels"),
     Metric("clusters_used", "distinct clusters the test points are assigned to"),
+    # a model with a classifier q(y | x) (capability has_classifier, method classify)
+    Metric("test_accuracy", "share of test points whose label the model's classifier q(y|x) "
+           "gets right", "test accuracy [q(y|x)]"),
     # what did not apply
     Metric("evaluation_skipped", "evaluations that do not apply to this run, and why"),
     # pyro-vae diagnose (pyro_vae.diagnostics)
@@ -155,7 +158,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
                  "active_units", "code_sparsity", "code_mean_abs", "test_cluster_accuracy",
-                 "test_cluster_nmi")
+                 "test_cluster_nmi", "test_accuracy")
 
 
 def check_keys(metrics: dict) -> None:
@@ -305,6 +308,20 @@ def _clusters(model, data, settings, progress: bool) -> dict:
     return out
 
 
+def _classifier_applies(model, data, settings, global_sites) -> str | None:
+    if not getattr(model, "has_classifier", False):
+        return "the model has no classifier q(y | x)"
+    if data.test_y is None:
+        return f"data set {data.name} has no test labels"
+    return None
+
+
+@torch.no_grad()
+def _classifier(model, data, settings, progress: bool) -> dict:
+    hits = model.classify(data.test_x) == data.test_y.to(data.test_x.device)
+    return {"test_accuracy": hits.double().mean().item()}
+
+
 EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("bounds", ("test_elbo", "test_elbo_stderr", "test_iwae", "iwae_k",
                           "test_iwae_bounds", "test_log_likelihood",
@@ -323,6 +340,7 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("clusters", ("test_cluster_accuracy", "test_cluster_nmi", "clusters_used",
                             "train_cluster_accuracy", "train_cluster_nmi"),
                _clusters_apply, _clusters),
+    Evaluation("classifier", ("test_accuracy",), _classifier_applies, _classifier),
 )}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyro_vae.errors import ConfigError, DataError, check_choice
+from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.image_files import as_labels, as_points, read_arrays, read_folder
 
 CHANNELS = {"grey": 1, "rgb": 3}
@@ -68,27 +68,43 @@ class DataConfig:
     ``channels`` ``grey`` or ``rgb`` converts them (None: as the files are, grey if every image
     is single-channel); ``data_on`` ``device`` keeps the training images on the training device,
     ``host`` keeps them in host memory and copies each minibatch over, ``auto`` chooses host
-    when they exceed :data:`HOST_BUDGET` of the free device memory (on the CPU: device)."""
+    when they exceed :data:`HOST_BUDGET` of the free device memory (on the CPU: device).
+
+    ``labels_per_class`` N keeps the labels of N training points of each class and marks the
+    rest unlabelled (label -1), for semi-supervised training; which points is drawn by
+    ``label_seed`` (its own seed, not ``--seed``; :func:`pyro_vae.data.keep_labels`). The test
+    labels are all kept."""
 
     image_size: tuple[int, int] | None = None
     channels: str | None = None
     data_on: str = "auto"
+    labels_per_class: int | None = None
+    label_seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_size", parse_image_size(self.image_size))
         if self.channels is not None:
             check_choice("channels", self.channels, CHANNELS)
         check_choice("data-on", self.data_on, DATA_ON)
+        if self.labels_per_class is not None:
+            check_positive("labels-per-class", self.labels_per_class)
+        if isinstance(self.label_seed, bool) or not isinstance(self.label_seed, int) \
+                or self.label_seed < 0:
+            raise ConfigError(f"label-seed must be a whole number >= 0, got {self.label_seed!r}")
 
     def to_json(self) -> dict:
         size = None if self.image_size is None else list(self.image_size)
-        return {"image_size": size, "channels": self.channels, "data_on": self.data_on}
+        values = {"image_size": size, "channels": self.channels, "data_on": self.data_on}
+        if self.labels_per_class is not None:  # older runs' config.json stay as they were
+            values |= {"labels_per_class": self.labels_per_class, "label_seed": self.label_seed}
+        return values
 
     @classmethod
     def from_json(cls, values) -> DataConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"data must be a JSON object, got {type(values).__name__}")
-        unknown = sorted(set(values) - {"image_size", "channels", "data_on"})
+        unknown = sorted(set(values) - {"image_size", "channels", "data_on",
+                                         "labels_per_class", "label_seed"})
         if unknown:
             raise ConfigError(f"data has an unknown setting {unknown[0]!r}")
         return cls(**values)

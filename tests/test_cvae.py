@@ -121,7 +121,7 @@ def test_sample_label_on_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", str(other), "--label", "3", "--out", str(tmp_path / "y.png")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs a class-conditional model" in err
+    assert err.count("\n") == 1 and "needs a model that generates by class" in err
     assert not (tmp_path / "y.png").exists()
 
 

@@ -38,6 +38,8 @@ TINY_ARGS = {
     "compare_runs.py": None,  # needs two run folders: test_compare_runs_example makes them
     "cvae.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "20",
                 "--num-generated", "50", "--classifier-epochs", "1"],
+    "semi_supervised.py": ["--dataset", "digits", "--epochs", "1", "--hidden", "16",
+                           "--latent-dim", "2", "--seeds", "0,1", "--labels-per-class", "3"],
     "iwae_table.py": ["--dataset", "digits", "--epochs", "1", "--eval-samples", "10",
                       "--rows", "1L-k1,2L-iwae-k5", "--batch-size", "100"],
     "outliers.py": ["--epochs", "1", "--latent-dim", "3", "--hidden", "32", "--num-samples",

@@ -757,7 +757,7 @@ PROBES: list[Probe] = [
     P("sample-no-out", ["sample", "{RUN}"], r"required: --out", run="vae"),
     P("sample-label-not-conditional", ["sample", "{RUN}", "--label", "3", "--out",
                                        "{OUT}/s.png", "--device", "cpu"],
-      r"--label needs a class-conditional model", run="vae"),
+      r"--label needs a model that generates by class", run="vae"),
     P("sample-label-out-of-range", ["sample", "{RUN}", "--label", "10", "--out",
                                     "{OUT}/s.png", "--device", "cpu"],
       r"--label must be a class in 0..9, got 10", run="cvae"),

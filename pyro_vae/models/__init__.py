@@ -19,6 +19,7 @@ from pyro_vae.models.gmm import GMM, GMMConfig
 from pyro_vae.models.hierarchical import HierarchicalVAE
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
 from pyro_vae.models.registry import MODELS, ModelRef, available, register_model, resolve
+from pyro_vae.models.ssvae import SSVAE
 from pyro_vae.models.stacked import StackedAutoencoder
 from pyro_vae.models.vade import VaDE, VaDEConfig
 from pyro_vae.models.vae import VAE, VAEConfig
@@ -36,6 +37,7 @@ MODELS.update({
     "sae": SparseAutoencoder,
     "stacked": StackedAutoencoder,
     "vade": VaDE,
+    "ssvae": SSVAE,
 })
 
 
@@ -64,4 +66,4 @@ __all__ = ["MODELS", "LatentModel", "ModelRef", "VAE", "VAEConfig", "LinearGauss
            "LinearGaussianConfig", "available", "build_model", "get_model_class", "make_model",
            "register_model", "resolve", "BernoulliLatent", "BernoulliConfig", "GMM",
            "GMMConfig", "Autoencoder", "DenoisingAutoencoder", "HierarchicalVAE", "CVAE",
-           "SparseAutoencoder", "StackedAutoencoder", "VaDE", "VaDEConfig"]
+           "SparseAutoencoder", "StackedAutoencoder", "VaDE", "VaDEConfig", "SSVAE"]
