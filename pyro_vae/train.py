@@ -151,7 +151,7 @@ def check_data(model: LatentModel, data: Dataset) -> None:
     model.check_data(data.train_eval_x(limit=1000), "the training data")
     model.check_data(data.test_x, "the test data")
     check_labels = getattr(model, "check_labels", None)  # once here, not at every step
-    if check_labels is not None and getattr(model, "is_conditional", False):
+    if check_labels is not None:  # the model says which labels it needs (cvae, ssvae)
         check_labels(data.train_y, data.num_train, "the training labels")
         check_labels(data.test_y, len(data.test_x), "the test labels")
 

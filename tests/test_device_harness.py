@@ -35,7 +35,7 @@ SETTINGS = {"vae": TINY, "ae": TINY, "dae": TINY, "cvae": TINY,
             "hvae": {"latent_dims": (2, 2), "hidden": (16, 16)},
             "bernoulli": {"latent_dim": 4}, "linear": {}, "gmm": {}, "sae": TINY,
             "stacked": {"latent_dim": 2, "hidden": (16, 8), "stage": 2},
-            "vade": TINY | {"num_components": 3, "pretrain_epochs": 1}}
+            "vade": TINY | {"num_components": 3, "pretrain_epochs": 1}, "ssvae": TINY}
 DATASET = {"linear": "linear-gaussian", "gmm": "gmm-2d"}
 EVAL = {"num_samples": 10, "iwae_ks": (5,), "pictures": False}
 

@@ -182,3 +182,20 @@ def test_the_accuracy_evaluation_is_keyed_on_the_capability(digits):
                                      .double().mean().item())
     vae = build_model("vae", digits.shape, latent_dim=2, hidden=(8,))
     assert "no classifier" in evaluation.applies(vae, digits, None, [])
+
+
+def test_labels_out_of_range_are_one_line_before_training(capsys, tmp_path):
+    """A label >= --num-classes would silently give a uniform q(y|x) inside the programs: the
+    labels are checked once, with the data, before any step (and -1 is pyro_vae.data's mark)."""
+    from pyro_vae import data as data_mod
+    from pyro_vae.cli import main
+    from pyro_vae.models import ssvae as ssvae_mod
+
+    assert ssvae_mod.UNLABELLED == data_mod.UNLABELLED
+    code = main(["train", "ssvae", "--dataset", "digits", "--num-classes", "5", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "16", "--no-progress", "--eval-samples", "0",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "the training labels must be" in err and "0..4" in err
+    assert not (tmp_path / "run").exists()  # a new run that fails leaves nothing

@@ -64,6 +64,8 @@ from pyro_vae.models.base import LatentModel
 from pyro_vae.models.likelihoods import LIKELIHOODS, PixelLikelihood, decoder_outputs
 from pyro_vae.nn import MLP, Decoder, check_network
 
+UNLABELLED = -1  # = pyro_vae.data.UNLABELLED (models do not import the data layer)
+
 KNOWN_LOGIT = -1.0e4  # q(y | x) off a known label: exp(-1e4) is exactly 0 in float32
 
 
@@ -208,6 +210,19 @@ class SSVAE(PixelLikelihood, LatentModel):
         z = self.encode(x)[0]
         classes = self._onehot(torch.arange(self.num_classes, device=x.device))
         return self.likelihood.mean(self._decode(z.unsqueeze(1), classes), self)
+
+    def check_labels(self, y: torch.Tensor | None, n: int, what: str = "ssvae labels") -> None:
+        """Raise :class:`DataError` unless ``y`` is None (every label enumerated) or holds ``n``
+        labels in -1..num_classes-1 (-1: unlabelled). Reads the values back: called once per
+        data set (``train.check_data``, evaluation), not by the programs at every step, where a
+        label out of range would silently become a uniform q(y | x)."""
+        if y is None:
+            return
+        c = self.num_classes
+        if tuple(y.shape) != (n,) or bool(((y < UNLABELLED) | (y >= c)).any()):
+            raise DataError(f"{what} must be {n} integers in 0..{c - 1}, or {UNLABELLED} for "
+                            "unlabelled points (a data set with more classes than "
+                            f"--num-classes {c}?)")
 
     def check_data(self, x, what="data"):
         super().check_data(x, what)
