@@ -134,7 +134,7 @@ def test_nuts_can_map_the_mixture_prior_and_diagnose_runs(tmp_path, capsys):
                  "--hidden", "16", "--num-components", "3", "--pretrain-epochs", "1",
                  "--eval-samples", "0", "--no-progress", "--out", str(run)]) == 0
     code = main(["diagnose", str(run), "--nuts-samples", "20", "--nuts-warmup", "20",
-                 "--chains", "1", "--points", "20", "--draws", "50"])
+                 "--chains", "1", "--points", "20", "--draws", "100"])
     err = capsys.readouterr().err
     assert code == 0, err
     assert (run / "posterior.nc").exists()
