@@ -68,18 +68,17 @@ class UnitGrid(constraints.Constraint):
         return f"UnitGrid(levels={self.levels})"
 
 
-class DiscretizedLogistic(TorchDistribution):
-    """A logistic of location ``loc`` and scale ``exp(log_scale)`` (both on the [0, 1] pixel
-    scale) discretized to ``levels`` values ``k / (levels - 1)``; the edge levels take the
-    tails. Elementwise (batch shape = the broadcast shape of the arguments); wrap with
-    ``.to_event(3)`` for an image."""
+class _OnGrid(TorchDistribution):
+    """A distribution of two elementwise parameters (``_params``) on the ``levels`` values
+    ``k / (levels - 1)`` of [0, 1]: the construction, support, ``expand`` and rounding to the
+    grid its subclasses share."""
 
-    arg_constraints = {"loc": constraints.real, "log_scale": constraints.real}
-    has_enumerate_support = True
+    _params: tuple[str, str]
 
-    def __init__(self, loc: torch.Tensor, log_scale: torch.Tensor, levels: int = 256,
+    def __init__(self, first: torch.Tensor, second: torch.Tensor, levels: int = 256,
                  validate_args: bool | None = None):
-        self.loc, self.log_scale = broadcast_all(loc, log_scale)
+        for name, value in zip(self._params, broadcast_all(first, second), strict=True):
+            setattr(self, name, value)
         self.levels = int(levels)
         super().__init__(self.loc.shape, validate_args=validate_args)
 
@@ -87,19 +86,39 @@ class DiscretizedLogistic(TorchDistribution):
     def support(self) -> constraints.Constraint:
         return UnitGrid(self.levels)
 
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        batch_shape = torch.Size(batch_shape)
+        for name in self._params:
+            setattr(new, name, getattr(self, name).expand(batch_shape))
+        new.levels = self.levels
+        super(_OnGrid, new).__init__(batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def _to_grid(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` clipped to [0, 1] and rounded to the nearest level."""
+        top = self.levels - 1
+        return torch.round(y.clamp(0, 1) * top) / top
+
+
+class DiscretizedLogistic(_OnGrid):
+    """A logistic of location ``loc`` and scale ``exp(log_scale)`` (both on the [0, 1] pixel
+    scale) discretized to ``levels`` values ``k / (levels - 1)``; the edge levels take the
+    tails. Elementwise (batch shape = the broadcast shape of the arguments); wrap with
+    ``.to_event(3)`` for an image."""
+
+    arg_constraints = {"loc": constraints.real, "log_scale": constraints.real}
+    has_enumerate_support = True
+    _params = ("loc", "log_scale")
+
+    def __init__(self, loc: torch.Tensor, log_scale: torch.Tensor, levels: int = 256,
+                 validate_args: bool | None = None):
+        super().__init__(loc, log_scale, levels, validate_args)
+
     @property
     def half_bin(self) -> float:
         return 0.5 / (self.levels - 1)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(DiscretizedLogistic, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc = self.loc.expand(batch_shape)
-        new.log_scale = self.log_scale.expand(batch_shape)
-        new.levels = self.levels
-        super(DiscretizedLogistic, new).__init__(batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -123,8 +142,7 @@ class DiscretizedLogistic(TorchDistribution):
             u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device)
             u = u.clamp(tiny, 1 - 1e-7)
             y = self.loc + torch.exp(self.log_scale) * (torch.log(u) - torch.log1p(-u))
-            top = self.levels - 1
-            return torch.round(y.clamp(0, 1) * top) / top
+            return self._to_grid(y)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -144,30 +162,16 @@ class DiscretizedLogistic(TorchDistribution):
         return values.expand((-1,) + self.batch_shape) if expand else values
 
 
-class DequantizedNormal(TorchDistribution):
+class DequantizedNormal(_OnGrid):
     """``Normal(loc, scale)`` on 8-bit values, scored by uniform dequantization (a random
     ``log_prob``, see the module docstring); samples are the Gaussian rounded to the grid."""
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    _params = ("loc", "scale")
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, levels: int = 256,
                  validate_args: bool | None = None):
-        self.loc, self.scale = broadcast_all(loc, scale)
-        self.levels = int(levels)
-        super().__init__(self.loc.shape, validate_args=validate_args)
-
-    @property
-    def support(self) -> constraints.Constraint:
-        return UnitGrid(self.levels)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(DequantizedNormal, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc, new.scale = self.loc.expand(batch_shape), self.scale.expand(batch_shape)
-        new.levels = self.levels
-        super(DequantizedNormal, new).__init__(batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        super().__init__(loc, scale, levels, validate_args)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -183,8 +187,7 @@ class DequantizedNormal(TorchDistribution):
         with torch.no_grad():
             y = self.loc + self.scale * torch.randn(shape, dtype=self.loc.dtype,
                                                     device=self.loc.device)
-            top = self.levels - 1
-            return torch.round(y.clamp(0, 1) * top) / top
+            return self._to_grid(y)
 
     @property
     def mean(self) -> torch.Tensor:
