@@ -23,11 +23,11 @@ compile says why::
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 from speed import MODELS, _batches, torch_loss  # benchmarks/ is first on sys.path
+from step_breakdown import _ms
 
 from pyro_vae import build_model, load_dataset, set_seed
 from pyro_vae.engine import make_stepper
@@ -41,14 +41,7 @@ def _time(step, xs, repeats: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     for x in xs[:WARMUP]:
         step(x)
-    warm = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for x in xs:
-            step(x)
-        times.append((time.perf_counter() - t0) / len(xs) * 1e3)
-    return warm, statistics.median(times)
+    return time.perf_counter() - t0, _ms(step, xs, repeats)
 
 
 def _rows(batch_size: int, steps: int):

@@ -52,7 +52,7 @@ PRETRAIN = ("vae", "ae")
 
 
 
-class GaussianMixture(dist.MixtureSameFamily):
+class LatentMixture(dist.MixtureSameFamily):
     """A ``MixtureSameFamily`` of diagonal Gaussians whose support is the components' (R^d):
     torch has no transform for ``MixtureSameFamilyConstraint``, so Pyro's NUTS
     (``pyro-vae diagnose``) could not map the mixture's support to unconstrained space."""
@@ -60,6 +60,7 @@ class GaussianMixture(dist.MixtureSameFamily):
     @property
     def support(self):
         return self.component_distribution.support
+
 
 @dataclass
 class VaDEConfig:
@@ -116,11 +117,11 @@ class VaDE(PixelLikelihood, LatentModel):
         return (F.log_softmax(self.mix_logits, -1), self.mix_locs,
                 F.softplus(self.mix_raw_scales) + 1e-3)
 
-    def prior(self) -> GaussianMixture:
+    def prior(self) -> LatentMixture:
         """p(z) = sum_c pi_c N(z; mu_c, diag sigma_c^2), the component summed out exactly."""
         log_pi, locs, scales = self.mixture()
-        return GaussianMixture(dist.Categorical(logits=log_pi),
-                               dist.Normal(locs, scales).to_event(1))
+        return LatentMixture(dist.Categorical(logits=log_pi),
+                             dist.Normal(locs, scales).to_event(1))
 
     def component_log_joint(self, z: torch.Tensor) -> torch.Tensor:
         """log pi_c + log N(z; mu_c, sigma_c^2), shape ``(..., K)`` for ``z`` of ``(..., d)``."""
