@@ -17,13 +17,13 @@ and ``--out/vae``, not evaluated (``pyro-vae evaluate`` measures a folder's boun
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run, set_seed
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, run, set_seed
+from pyro_vae.cli import run_script
 from pyro_vae.evaluate import latent_means
 from pyro_vae.plots import save_grid
 
@@ -89,8 +89,4 @@ def _bce_against(model, corrupted: torch.Tensor, clean: torch.Tensor) -> float:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

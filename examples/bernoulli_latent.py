@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +24,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run  # noqa: E402
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, run  # noqa: E402
+from pyro_vae.cli import run_script  # noqa: E402
 from pyro_vae.errors import check_choice  # noqa: E402
 from pyro_vae.plots import save_reconstructions, save_samples  # noqa: E402
 
@@ -104,8 +104,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

@@ -16,10 +16,10 @@ repeats them.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, run
+from pyro_vae.cli import run_script
 from pyro_vae.latent_plots import save_latent_map, save_traversal
 
 
@@ -99,8 +99,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

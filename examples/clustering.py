@@ -21,7 +21,6 @@ draws of each mixture component of the VaDE run, one row a component (heaviest f
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
 from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run, set_seed
+from pyro_vae.cli import run_script
 from pyro_vae.clustering import cluster_accuracy, nmi, train_points
 from pyro_vae.evaluate import latent_means
 from pyro_vae.plots import save_grid
@@ -107,8 +107,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pyro_vae import UserError, importance_bounds, open_run, set_seed  # noqa: E402
+from pyro_vae.cli import run_script  # noqa: E402
 from pyro_vae.errors import ConfigError  # noqa: E402
 
 TRAIN_SUBSET_SEED = 123  # which training digits, and their binarization
@@ -107,8 +107,4 @@ def _plot(d: torch.Tensor, args, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

@@ -21,13 +21,13 @@ classifier's figures are the example's own: ``label.md`` holds them (not ``metri
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run, set_seed
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, run, set_seed
 from pyro_vae.classifier import accuracy, conditional_sample_accuracy, train_classifier
+from pyro_vae.cli import run_script
 from pyro_vae.errors import check_choice
 from pyro_vae.plots import save_class_grid, save_grid
 
@@ -128,8 +128,4 @@ def _quadrant_task(args, results: dict) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

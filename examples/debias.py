@@ -35,6 +35,7 @@ import torch
 
 from pyro_vae import EvalConfig, RunConfig, TrainConfig, run
 from pyro_vae.classifier import accuracy, train_classifier
+from pyro_vae.cli import run_script
 from pyro_vae.data import load_dataset
 from pyro_vae.debias import LatentDensitySampler, effective_sample_size, latent_density_weights
 from pyro_vae.plots import save_grid
@@ -156,4 +157,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -38,12 +37,12 @@ from pyro_vae import (  # noqa: E402
     EvalConfig,
     RunConfig,
     TrainConfig,
-    UserError,
     load_dataset,
     run,
     set_seed,
 )
 from pyro_vae import arviz_compat as azc  # noqa: E402
+from pyro_vae.cli import run_script  # noqa: E402
 from pyro_vae.data import gmm_2d_parameters  # noqa: E402
 from pyro_vae.models.gmm import GMM, GMMConfig  # noqa: E402
 from pyro_vae.reference import (  # noqa: E402
@@ -152,8 +151,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

@@ -16,7 +16,6 @@ pictures, which ``pyro-vae evaluate/sample/plot`` and ``examples/compare_runs.py
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run  # noqa: E402
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, run  # noqa: E402
+from pyro_vae.cli import run_script  # noqa: E402
 from pyro_vae.errors import check_positive  # noqa: E402
 from pyro_vae.models.hierarchical import IWAE_PAPER_NETWORKS  # noqa: E402
 
@@ -124,8 +124,4 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

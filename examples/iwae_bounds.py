@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -29,11 +28,11 @@ from pyro_vae import (  # noqa: E402
     EvalConfig,
     RunConfig,
     TrainConfig,
-    UserError,
     importance_bounds,
     run,
     set_seed,
 )
+from pyro_vae.cli import run_script  # noqa: E402
 
 MODELS = [  # (model, data set, its settings, the flag of its training epochs)
     ("linear", "linear-gaussian", {}, "linear_epochs"),
@@ -102,8 +101,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

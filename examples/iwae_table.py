@@ -57,10 +57,10 @@ from pyro_vae import (  # noqa: E402
     RunConfig,
     RunFolder,
     TrainConfig,
-    UserError,
     resume,
     run,
 )
+from pyro_vae.cli import run_script  # noqa: E402
 from pyro_vae.errors import ConfigError, check_positive  # noqa: E402
 from pyro_vae.models.hierarchical import IWAE_PAPER_NETWORKS  # noqa: E402
 from pyro_vae.objectives import OBJECTIVES  # noqa: E402
@@ -243,8 +243,4 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +26,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run, set_seed  # noqa: E402
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, run, set_seed  # noqa: E402
+from pyro_vae.cli import run_script  # noqa: E402
 from pyro_vae.likelihood import estimate_log_likelihood, stderr_ratios  # noqa: E402
 
 
@@ -108,8 +108,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

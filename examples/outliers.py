@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from pyro_vae import EvalConfig, RunConfig, TrainConfig, run
+from pyro_vae.cli import run_script
 from pyro_vae.data import DataConfig, load_dataset
 from pyro_vae.outliers import RULES, outlier_auc, score_points, summarize, write_scores
 
@@ -133,4 +134,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

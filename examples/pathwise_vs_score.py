@@ -31,6 +31,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch.distributions import Normal  # noqa: E402
 
+from pyro_vae.cli import run_script  # noqa: E402
+
 TARGET = torch.tensor([5.0, 5.0])
 
 
@@ -108,4 +110,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

@@ -26,7 +26,6 @@ docs/autoencoders.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.nn import functional as F
 
-from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, run
+from pyro_vae.cli import run_script
 from pyro_vae.evaluate import code_sparsity
 from pyro_vae.plots import save_grid
 from pyro_vae.pretraining import greedy_pretrain, greedy_stages
@@ -137,8 +137,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

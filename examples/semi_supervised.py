@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-from pyro_vae import EvalConfig, RunConfig, UserError, run
+from pyro_vae import EvalConfig, RunConfig, run
+from pyro_vae.cli import run_script
 from pyro_vae.errors import check_choice
 from pyro_vae.plots import save_class_grid, save_grid
 from pyro_vae.semi_supervised import CLASSIFIERS, latent_accuracy, pixel_accuracy
@@ -98,8 +98,4 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

@@ -16,10 +16,10 @@ seeded (``EvalConfig.seed``), so ``pyro-vae evaluate`` repeats its numbers.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from pyro_vae import EvalConfig, RunConfig, TrainConfig, UserError, run
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, run
+from pyro_vae.cli import run_script
 from pyro_vae.metrics import format_summary
 
 
@@ -50,8 +50,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:  # one line on stderr and exit status 2, as pyro-vae does
-        print(f"{Path(__file__).name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, __file__)  # a UserError: one line on stderr, exit 2, as pyro-vae does

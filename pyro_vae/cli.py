@@ -20,6 +20,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -519,8 +520,8 @@ COMMANDS = {"train": _cmd_train, "check": _cmd_check, "new": _cmd_new,
             "plot": _cmd_plot, "diagnose": _cmd_diagnose, "score": _cmd_score}
 
 
-def _error(message: str) -> int:
-    print(f"pyro-vae: error: {' '.join(message.split())}", file=sys.stderr)
+def _error(message: str, prog: str = "pyro-vae") -> int:
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
     return 2
 
 
@@ -530,27 +531,50 @@ def _log_to_stdout() -> None:
     logging.captureWarnings(True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    _log_to_stdout()
+def _reported(prog: str, work: Callable[[], int]) -> int:
+    """``work()``'s exit status; a :class:`UserError`, an ``OSError`` no write site named, or
+    running out of memory is one line ``PROG: error: ...`` on stderr and 2, Ctrl-C one line
+    and 130 (``pyro-vae`` and the example scripts alike)."""
     try:
-        try:
-            args, flags = _parse(argv)
-        except SystemExit as exc:  # --help, --version, or a usage error already printed
-            return int(exc.code or 0)
         with file_errors():  # an OSError no write site named: one line too
-            return COMMANDS[args.command](args, flags)
+            return work()
     except UserError as exc:
-        return _error(str(exc))
+        return _error(str(exc), prog)
     except KeyboardInterrupt:
-        print("pyro-vae: interrupted; every file written is whole (a run with a checkpoint "
+        print(f"{prog}: interrupted; every file written is whole (a run with a checkpoint "
               "continues with train --resume)", file=sys.stderr)
         return 130
     except Exception as exc:
         memory = out_of_memory(exc)
         if memory is None:
             raise
-        return _error(str(memory))
+        return _error(str(memory), prog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _log_to_stdout()
+
+    def command() -> int:
+        try:
+            args, flags = _parse(argv)
+        except SystemExit as exc:  # --help, --version, or a usage error already printed
+            return int(exc.code or 0)
+        return COMMANDS[args.command](args, flags)
+
+    return _reported("pyro-vae", command)
+
+
+def run_script(script_main: Callable[[], Any], script: str) -> None:
+    """Run an example script's ``main()`` as ``pyro-vae`` runs a command (bad input, a path
+    that cannot be written: one line on stderr naming the script, exit 2), then exit:
+    ``if __name__ == "__main__": run_script(main, __file__)``."""
+
+    def work() -> int:
+        script_main()
+        return 0
+
+    sys.exit(_reported(Path(script).name, work))
 
 
 if __name__ == "__main__":

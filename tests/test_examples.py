@@ -117,3 +117,23 @@ def test_compare_runs_example(tmp_path):
     assert (tmp_path / "out" / "paired.png").is_file()
     with pytest.raises(UserError, match="nowhere"):
         compare([str(tmp_path / "run0"), str(tmp_path / "nowhere"), *args])
+
+
+@pytest.mark.parametrize("script", ["vae.py", "debias.py", "outliers.py"])
+def test_an_unwritable_out_is_one_line_and_exit_2(script, tmp_path):
+    """Every example ends through pyro_vae.cli.run_script, as pyro-vae's commands do: an --out
+    under a file is one line naming the script, exit 2 (debias.py and outliers.py ended in a
+    NotADirectoryError traceback)."""
+    import os
+    import subprocess
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), "--out", str(blocker / "sub"),
+                           "--epochs", "1"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), done.stderr
+    assert str(blocker) in lines[0]
