@@ -34,10 +34,12 @@ transition of that run is chosen before it starts and the estimate is exactly va
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Delta
@@ -114,6 +116,7 @@ class PathDensities:
             self.data_dims[name] = self.nesting + data_frame(name, site).dim
         self.shapes = {name: site["value"].shape for name, site in self.sites}
         self.first = {name: site["value"].detach() for name, site in self.sites}
+        self.checked = False
 
     # -- the values -------------------------------------------------------------------------
     def unconstrain(self, z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -140,7 +143,10 @@ class PathDensities:
         """``(log q + log|J|, log p + log|J|, grad of the first, grad of the second)``, each
         log density ``(chains, points)``, gradients by site."""
         u = {n: v.detach().requires_grad_(True) for n, v in u.items()}
-        with torch.enable_grad():
+        # the first call validates (Pyro's checks read the device); later ones skip them
+        checks = contextlib.nullcontext() if not self.checked else pyro.validation_enabled(False)
+        self.checked = True
+        with torch.enable_grad(), checks:
             z, log_det = {}, 0.0
             for name, _ in self.sites:
                 t = self.transforms[name]
@@ -331,10 +337,11 @@ def simulate(model: LatentModel, x_like: torch.Tensor, y: torch.Tensor | None = 
 
 @dataclass
 class BDMCResult:
-    """The forward (lower) and reverse (upper) AIS estimates on simulated points."""
+    """The forward (lower) and reverse (upper) AIS estimates on the simulated points ``x``."""
 
     forward: AISResult
     reverse: AISResult
+    x: torch.Tensor
 
     def summary(self) -> dict:
         lo, hi = self.forward.summary(), self.reverse.summary()
@@ -370,7 +377,7 @@ def bdmc(model: LatentModel, num_points: int, x_like: torch.Tensor,
     began = time.perf_counter()
     reverse = _estimate(path, betas.flip(0), path.unconstrain(z), steps.flip(0), config,
                         progress, "AIS reverse", True, began)
-    return BDMCResult(forward, reverse)
+    return BDMCResult(forward, reverse, x)
 
 
 __all__ = ["AISConfig", "AISResult", "BDMCResult", "PathDensities", "ais", "bdmc",
