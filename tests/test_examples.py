@@ -49,6 +49,8 @@ TINY_ARGS = {
                   "--classifier-weights", "histogram:max:0.01"],
     "clustering.py": ["--dataset", "digits", "--epochs", "1", "--pretrain-epochs", "1",
                       "--latent-dim", "3", "--hidden", "16", "--num", "3"],
+    "ais.py": ["--epochs", "1", "--latent-dim", "2", "--hidden", "16", "--points", "20",
+               "--num-samples", "100", "--ais-steps", "5", "--ais-chains", "2"],
 }
 TRAINS_NOTHING = {"pathwise_vs_score.py", "compare_runs.py"}  # every other example makes runs
 
