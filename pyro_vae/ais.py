@@ -15,11 +15,7 @@ an unbiased estimate of p(x), and by Jensen :math:`E[\log \frac1K \sum_k w_k] \l
 -- the log of the mean over K independent chains is a stochastic lower bound, tighter as T
 grows (T = 1 is importance sampling from the guide with K samples).
 
-BDMC (Grosse et al. 2015; Wu et al. 2017): on data simulated from the model, :math:`(x, z)
-\sim p`, z is an exact sample of p(z|x); running the chain backwards from it (beta from 1 to
-0) gives a weight with :math:`E[w_{rev}] = 1 / p(x)`, so :math:`-\log \frac1K \sum_k
-w_{rev,k}` is a stochastic *upper* bound; the two bracket log p(x) and their gap bounds the
-error of the forward estimate on such data.
+BDMC's upper bound, from the chain run backwards on simulated data: :mod:`pyro_vae.bdmc`.
 
 The chains run in the unconstrained space of the local continuous latent sites (Pyro's
 ``biject_to`` of each site's support; the log Jacobian enters both ends of the path and
@@ -291,7 +287,7 @@ def _run(path: PathDensities, betas: torch.Tensor, start: dict[str, torch.Tensor
     return log_w, accept_sum / max(1, moves), schedule_used, step
 
 
-def _estimate(path: PathDensities, betas: torch.Tensor, start, steps, config, progress,
+def annealed_estimate(path: PathDensities, betas: torch.Tensor, start, steps, config, progress,
               desc, upper: bool, began: float) -> AISResult:
     log_w, accept, _, last = _run(path, betas, start, steps, config, progress, desc)
     log_px, se = log_mean_exp(log_w)
@@ -300,7 +296,7 @@ def _estimate(path: PathDensities, betas: torch.Tensor, start, steps, config, pr
     return AISResult(log_w, log_px, se, accept, last, time.perf_counter() - began, upper)
 
 
-def _adapted_steps(model, x, y, betas, config, progress) -> torch.Tensor:
+def pilot_step_sizes(model, x, y, betas, config, progress) -> torch.Tensor:
     """The pilot: per-point step sizes, one row per move, adapted on ``pilot_chains``."""
     pilot = PathDensities(model, x, y, config.pilot_chains)
     _, _, steps, _ = _run(pilot, betas, pilot.unconstrain(pilot.first), None, config,
@@ -317,68 +313,11 @@ def ais(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
     check_points(model, x, y)
     began = time.perf_counter()
     betas = schedule(config.steps, config.schedule, device=x.device)
-    steps = _adapted_steps(model, x, y, betas, config, progress)
+    steps = pilot_step_sizes(model, x, y, betas, config, progress)
     path = PathDensities(model, x, y, config.chains)
-    return _estimate(path, betas, path.unconstrain(path.first), steps, config, progress,
+    return annealed_estimate(path, betas, path.unconstrain(path.first), steps, config, progress,
                      "AIS", False, began)
 
 
-@torch.no_grad()
-def simulate(model: LatentModel, x_like: torch.Tensor, y: torch.Tensor | None = None):
-    """``(x, z)`` drawn from the model, one per row of ``x_like`` (which gives only the
-    shape): x the observed site's draw, z the latent sites' values by name."""
-    with poutine.block():
-        trace = poutine.trace(poutine.uncondition(model.model)).get_trace(x_like, y)
-    x = trace.nodes[model.observed_site]["value"].detach()
-    z = {name: site["value"].detach() for name, site in sample_sites(trace)
-         if name != model.observed_site}
-    return x, z
-
-
-@dataclass
-class BDMCResult:
-    """The forward (lower) and reverse (upper) AIS estimates on the simulated points ``x``."""
-
-    forward: AISResult
-    reverse: AISResult
-    x: torch.Tensor
-
-    def summary(self) -> dict:
-        lo, hi = self.forward.summary(), self.reverse.summary()
-        return {"lower": lo["log_px"], "upper": hi["log_px"],
-                "gap": hi["log_px"] - lo["log_px"], "lower_mc_stderr": lo["mc_stderr"],
-                "upper_mc_stderr": hi["mc_stderr"], "points": len(self.forward.log_px),
-                "seconds": self.forward.seconds + self.reverse.seconds}
-
-
-def bdmc(model: LatentModel, num_points: int, x_like: torch.Tensor,
-         y: torch.Tensor | None = None, config: AISConfig | None = None,
-         progress: bool = False) -> BDMCResult:
-    """Bidirectional Monte Carlo on ``num_points`` points simulated from the model (shaped as
-    the rows of ``x_like``, repeated as needed): forward AIS (a stochastic lower bound on
-    each log p(x)) and reverse AIS from the exact posterior sample (an upper bound), with the
-    same pilot-adapted step sizes (reversed)."""
-    config = config or AISConfig()
-    check_positive("BDMC points", num_points)
-    reps = -(-num_points // x_like.shape[0])
-    template = x_like.repeat((reps,) + (1,) * (x_like.dim() - 1))[:num_points]
-    y_sim = None if y is None else y.repeat((reps,) + (1,) * (y.dim() - 1))[:num_points]
-    x, z = simulate(model, template, y_sim)
-    began = time.perf_counter()
-    betas = schedule(config.steps, config.schedule, device=x.device)
-    steps = _adapted_steps(model, x, y_sim, betas, config, progress)
-    path = PathDensities(model, x, y_sim, config.chains)
-    missing = sorted(set(path.shapes) - set(z))
-    if missing:
-        raise ConfigError(f"BDMC needs the model to draw every latent of the guide; "
-                          f"{', '.join(missing)} is not drawn by the model")
-    forward = _estimate(path, betas, path.unconstrain(path.first), steps, config,
-                        progress, "AIS forward", False, began)
-    began = time.perf_counter()
-    reverse = _estimate(path, betas.flip(0), path.unconstrain(z), steps.flip(0), config,
-                        progress, "AIS reverse", True, began)
-    return BDMCResult(forward, reverse, x)
-
-
-__all__ = ["AISConfig", "AISResult", "BDMCResult", "PathDensities", "ais", "bdmc",
-           "hmc_step", "log_mean_exp", "schedule", "simulate"]
+__all__ = ["AISConfig", "AISResult", "PathDensities", "ais", "annealed_estimate", "hmc_step",
+           "log_mean_exp", "pilot_step_sizes", "schedule"]

@@ -385,7 +385,7 @@ def _ais(model, data, settings, progress: bool) -> dict:
 
 
 def _bdmc(model, data, settings, progress: bool) -> dict:
-    from pyro_vae.ais import bdmc
+    from pyro_vae.bdmc import bdmc
 
     config = _ais_settings(settings)
     s = bdmc(model, settings.bdmc_points, data.test_x,

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from pyro_vae.ais import AISConfig, ais, bdmc, log_mean_exp, schedule
+from pyro_vae.ais import AISConfig, ais, log_mean_exp, schedule
+from pyro_vae.bdmc import bdmc
 from pyro_vae.cli import main
 from pyro_vae.errors import ConfigError
 from pyro_vae.metrics import check_keys
