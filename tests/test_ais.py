@@ -130,3 +130,19 @@ def test_bad_ais_flags_are_one_line_and_exit_2(tiny_run, flags, capsys):
     assert main(args + flags) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error" in err
+
+
+def test_ais_applies_by_structure_not_by_name():
+    from types import SimpleNamespace
+
+    from pyro_vae.metrics import EVALUATIONS
+
+    for name in ("ais", "bdmc"):
+        applies = EVALUATIONS[name].applies
+        asked = SimpleNamespace(estimator=name)
+        assert applies(SimpleNamespace(), None, asked, []) is None
+        assert "discrete" in applies(SimpleNamespace(has_discrete_latents=True), None, asked, [])
+        assert "point mass" in applies(SimpleNamespace(deterministic_code=True), None, asked, [])
+        assert "global" in applies(SimpleNamespace(), None, asked, ["theta"])
+        assert "not asked" in applies(SimpleNamespace(), None, SimpleNamespace(estimator="is"),
+                                      [])
