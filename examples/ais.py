@@ -8,13 +8,15 @@ RUN --estimator ais`` computes it and keeps it per point in metrics.json; done h
 run has none for these settings), log p(x) by importance sampling from the guide with
 ``--num-samples`` samples, and the PSIS k-hat of the guide from those same samples (the
 function ``pyro-vae diagnose`` uses). Prints the mean of both and the gap AIS - IS by k-hat
-band, and draws ``ais_gap.png``: the gap per point against its k-hat. Thin over the run layer
+band, draws ``ais_gap.png`` (the gap per point against its k-hat) and writes them per point
+to ``ais_gap.csv``. Thin over the run layer
 (:func:`pyro_vae.run`, :func:`pyro_vae.open_run`, :func:`pyro_vae.evaluate_run`).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -44,13 +46,16 @@ from pyro_vae.importance import stored_log_weights  # noqa: E402
 BANDS = (("k < 0.5", -np.inf, 0.5), ("0.5 <= k <= 0.7", 0.5, 0.7), ("k > 0.7", 0.7, np.inf))
 
 
-def _ais_per_point(folder: Path, args) -> list[float]:
-    """The run's per-point AIS estimates at these settings, computed if it has none."""
-    def stored() -> list[float] | None:
+def _ais_per_point(folder: Path, args) -> tuple[list[float], list[float]] | None:
+    """The run's per-point AIS estimates and their Monte Carlo errors at these settings,
+    computed if it has none."""
+    def stored() -> tuple[list[float], list[float]] | None:
         m = json.loads((folder / "metrics.json").read_text())
         same = all(m.get(f"ais_{k}") == getattr(args, f"ais_{k}")
                    for k in ("steps", "chains", "leapfrog"))
-        return m.get("test_log_px_ais_per_point") if same else None
+        if not same or "test_log_px_ais_per_point" not in m:
+            return None
+        return m["test_log_px_ais_per_point"], m["test_log_px_ais_per_point_mc_stderr"]
 
     if stored() is None:
         opened = open_run(folder)
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
                                      train=TrainConfig(epochs=args.epochs, batch_size=64),
                                      eval=EvalConfig(num_samples=0, pictures=False))
         folder = run(config, args.out / "vae", progress=False).run.path
-    ais_all = np.asarray(_ais_per_point(Path(folder), args), dtype=np.float64)
+    ais_all, ais_se = (np.asarray(v, dtype=np.float64) for v in _ais_per_point(Path(folder), args))
     opened = open_run(folder)
     model, data = opened.model, opened.data
     n = min(args.points, len(ais_all))
@@ -106,6 +111,12 @@ def main(argv: list[str] | None = None) -> dict:
         rows["bands"].append({"band": label, "points": int(sel.sum()),
                               "gap": float(gap[sel].mean()) if sel.any() else float("nan")})
     args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "ais_gap.csv").open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["point", "log_px_is", "log_px_ais", "ais_mc_stderr", "khat"])
+        for i in range(n):
+            out.writerow([i, f"{is_px[i]:.4f}", f"{ais_all[i]:.4f}", f"{ais_se[i]:.4f}",
+                          f"{khat[i]:.4f}"])
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(khat, gap, s=8, alpha=0.6)
     for t in (0.5, 0.7):
@@ -125,9 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.ais_leapfrog} leapfrog): {rows['ais']:.3f}")
     print(f"  gap AIS - IS: mean {rows['gap']:.3f}, positive on {rows['gap_positive']} of {n}; "
           f"Spearman correlation with k-hat {rows['spearman']:.2f}")
+    print(f"  AIS's Monte Carlo error per point: median {np.median(ais_se[:n]):.3f}, largest "
+          f"{ais_se[:n].max():.3f}; the lowest gap {gap.min():.3f} (point {gap.argmin()})")
     for b in rows["bands"]:
         print(f"  {b['band']:<16} {b['points']:>4} points, mean gap {b['gap']:.3f}")
-    print(f"picture: {args.out / 'ais_gap.png'}")
+    print(f"picture: {args.out / 'ais_gap.png'}, per point: {args.out / 'ais_gap.csv'}")
     return rows
 
 

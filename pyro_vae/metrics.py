@@ -181,6 +181,9 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("bdmc_lower_mc_stderr", "Monte Carlo standard error of bdmc_lower"),
     Metric("bdmc_upper_mc_stderr", "Monte Carlo standard error of bdmc_upper"),
     Metric("bdmc_seconds", "seconds BDMC took (pilot, forward and reverse)"),
+    Metric("bdmc_steps", "BDMC's AIS temperatures T"),
+    Metric("bdmc_chains", "BDMC's chains per point, each way"),
+    Metric("bdmc_leapfrog", "BDMC's leapfrog steps per HMC move"),
 )}
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
@@ -393,8 +396,8 @@ def _bdmc(model, data, settings, progress: bool) -> dict:
     return {"bdmc_points": s["points"], "bdmc_lower": s["lower"], "bdmc_upper": s["upper"],
             "bdmc_gap": s["gap"], "bdmc_lower_mc_stderr": s["lower_mc_stderr"],
             "bdmc_upper_mc_stderr": s["upper_mc_stderr"], "bdmc_seconds": s["seconds"],
-            "ais_steps": config.steps, "ais_chains": config.chains,
-            "ais_leapfrog": config.leapfrog}
+            "bdmc_steps": config.steps, "bdmc_chains": config.chains,
+            "bdmc_leapfrog": config.leapfrog}
 
 
 EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
@@ -422,7 +425,7 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
                _annealing_applies("ais"), _ais),
     Evaluation("bdmc", ("bdmc_points", "bdmc_lower", "bdmc_upper", "bdmc_gap",
                         "bdmc_lower_mc_stderr", "bdmc_upper_mc_stderr", "bdmc_seconds",
-                        "ais_steps", "ais_chains", "ais_leapfrog"),
+                        "bdmc_steps", "bdmc_chains", "bdmc_leapfrog"),
                _annealing_applies("bdmc"), _bdmc),
 )}
 

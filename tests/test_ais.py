@@ -116,7 +116,9 @@ def test_evaluate_estimator_ais_and_bdmc_write_their_metrics(tiny_run, capsys):
                  "--ais-steps", "5", "--ais-chains", "2", "--bdmc-points", "7",
                  "--no-progress"]) == 0
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    assert metrics["bdmc_points"] == 7 and metrics["bdmc_upper"] >= metrics["bdmc_lower"]
+    assert metrics["bdmc_points"] == 7 and metrics["bdmc_steps"] == 5
+    assert metrics["bdmc_upper"] >= metrics["bdmc_lower"]
+    assert metrics["ais_steps"] == 5  # the AIS evaluation's own settings are kept
 
 
 @pytest.mark.parametrize("flags", [["--estimator", "nuts"], ["--ais-steps", "0"],
