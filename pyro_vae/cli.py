@@ -91,6 +91,9 @@ TRAIN_HELP = {
     "beta": "KL weight (beta-VAE); evaluation always uses 1",
     "kl_warmup_epochs": "ramp the KL weight linearly from 0 to beta over these epochs",
     "free_bits": "minimum KL per latent dimension in nats (0: off)",
+    "cuda_graphs": ("capture the fast engine's step as a CUDA graph and replay it (CUDA only; "
+                    "where it cannot, one log line says why and steps run eagerly; "
+                    "docs/devices.md)"),
 }
 
 
