@@ -109,6 +109,37 @@ class SiteRecorder(Messenger):
             bool(getattr(fn, "has_rsample", False)), (msg["infer"] or {}).get("enumerate")))
 
 
+def _on_cuda(device) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def _constant(orig):
+    def make(data, *args, dtype=None, device=None, **kwargs):
+        if isinstance(data, (bool, int, float)) and not args and not kwargs and _on_cuda(device):
+            return torch.full((), data, dtype=dtype, device=device)  # filled on the device
+        return orig(data, *args, dtype=dtype, device=device, **kwargs)
+    return make
+
+
+@contextlib.contextmanager
+def device_constants():
+    """``torch.tensor(number, device="cuda")`` (and ``as_tensor``) as ``torch.full((), number)``
+    on the device while a step is captured.
+
+    ``torch.tensor`` of a Python number copies it from pageable host memory, which CUDA graph
+    capture forbids ("Cannot copy between CPU and CUDA tensors during CUDA graph capture"), and
+    torch.distributions does it for every number parameter (``broadcast_all``: the unit scale
+    of ``dist.Normal(loc, 1.0)``). A Python number is a constant of the captured step either
+    way; filling it on the device is capturable and gives the same tensor (dtype inferred as
+    ``torch.tensor`` infers it)."""
+    tensor, as_tensor = torch.tensor, torch.as_tensor  # the ones in use (perhaps patched)
+    torch.tensor, torch.as_tensor = _constant(tensor), _constant(as_tensor)
+    try:
+        yield
+    finally:
+        torch.tensor, torch.as_tensor = tensor, as_tensor
+
+
 class CudaGraphs:
     """The real backend: ``torch.cuda.CUDAGraph`` capture, eager steps on a side stream (as
     torch's whole-network capture recipe warms up before capturing)."""
@@ -131,7 +162,7 @@ class CudaGraphs:
     def capture(body: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with device_constants(), torch.cuda.graph(graph):
             out = body()
 
         def replay() -> torch.Tensor:
@@ -154,7 +185,10 @@ class EagerReplay:
 
     @staticmethod
     def capture(body: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
-        return body
+        def replay() -> torch.Tensor:
+            with device_constants():  # as the real capture runs the step's Python
+                return body()
+        return replay
 
 
 class _Graph:

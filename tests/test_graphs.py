@@ -345,3 +345,24 @@ def test_cuda_graphs_train_resume_and_match(tmp_path):
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-3, atol=1e-4)
     assert open_run(tmp_path / "a", device="cpu").model is not None
+
+
+def test_number_constants_are_filled_on_the_device_while_capturing():
+    """torch.distributions makes ``torch.tensor(1.0, device=cuda)`` of ``Normal(loc, 1.0)``'s
+    scale: a copy from pageable host memory, forbidden in capture; ``device_constants`` fills
+    such numbers on the device instead (same value and dtype), and leaves the rest alone."""
+    from device_harness import host, simulated_cuda
+
+    from pyro_vae.graphs import device_constants
+    with simulated_cuda():
+        before = torch.tensor
+        with device_constants():
+            for value, dtype in ((2.5, torch.float32), (3, torch.int64), (True, torch.bool)):
+                t = torch.tensor(value, device="cuda")
+                assert t.device.type == "cuda" and t.dtype == dtype and host(t).item() == value
+            assert torch.as_tensor(0.5, device="cuda").dtype == torch.float32
+            assert torch.tensor(2, dtype=torch.float64, device="cuda").dtype == torch.float64
+            assert torch.tensor([1.0, 2.0]).device.type == "cpu"  # lists: torch's own
+            loc = torch.zeros(3, device="cuda")
+            assert dist.Normal(loc, 1.0).scale.device.type == "cuda"
+        assert torch.tensor is before  # the harness's own patch is back
