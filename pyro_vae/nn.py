@@ -233,3 +233,22 @@ def set_output_bias_(decoder: nn.Module, mean: torch.Tensor) -> None:
     else:
         p = p.reshape(p.shape[0], -1).mean(-1)
     last.bias.copy_(torch.logit(p).to(last.bias))
+
+
+# -- masked convolution (PixelCNN; the learned prior over a VQ-VAE's codes) -----------------
+class MaskedConv2d(nn.Conv2d):
+    """A convolution that sees only the pixels before the centre in raster order (van den
+    Oord et al. 2016): mask ``"A"`` hides the centre too (the first layer: the output at a
+    position depends on the earlier positions only), ``"B"`` lets it through (later layers)."""
+
+    def __init__(self, mask: str, in_channels: int, out_channels: int, kernel_size: int):
+        check_choice("mask", mask, ("A", "B"))
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        k = kernel_size
+        mask_tensor = torch.ones(k, k)
+        mask_tensor[k // 2, k // 2 + (mask == "B"):] = 0
+        mask_tensor[k // 2 + 1:] = 0
+        self.register_buffer("mask", mask_tensor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
