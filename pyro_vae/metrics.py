@@ -68,6 +68,11 @@ def _active(m: dict) -> str:
     return f"{m['active_units']} of {len(m['kl_per_dim'])}" if per_dim else str(m["active_units"])
 
 
+def _prior_gain(m: dict) -> str:
+    stderr = m.get("test_prior_gain_stderr")
+    return f"{m['test_prior_gain']:.3f}" + (f" +- {stderr:.3f}" if stderr is not None else "")
+
+
 METRICS: dict[str, Metric] = {m.key: m for m in (
     # the run
     Metric("model", "the model spec (registered name, module:Class or file.py:Class)"),
@@ -178,7 +183,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            "-log p(x) <= [learned, bits/dim]", _bits("test_nll_learned_prior_bpd"),
            bound=True),
     Metric("test_prior_gain", "uniform minus learned bound, nats per test point (paired)",
-           "learned prior's gain [nats]"),
+           "learned prior's gain [nats]", _prior_gain),
     Metric("test_prior_gain_stderr", "its standard error across test points (paired)"),
 )}
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",

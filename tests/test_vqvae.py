@@ -241,3 +241,26 @@ def test_both_stages_and_the_codebook_evaluation_on_a_simulated_gpu(tmp_path):
         assert second.metrics["device"].startswith("cuda")
         assert math.isfinite(second.metrics["test_nll_learned_prior"])
         assert second.run.model.sample(3).is_cuda
+
+
+def test_a_resumed_ema_run_matches_an_uninterrupted_one(tmp_path):
+    """The EMA statistics wait in buffers (in the checkpoint) and are applied once per step,
+    so stopping after epoch 1 and resuming gives the uninterrupted run's codebook exactly."""
+    from pyro_vae.runner import resume
+    from pyro_vae.runs import RunFolder
+
+    config = RunConfig.for_model("vqvae", dataset="digits", eval={"num_samples": 0,
+                                                                  "pictures": False},
+                                 train={"epochs": 2, "batch_size": 500},
+                                 **TINY, arch="mlp", codebook_update="ema")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run(config, tmp_path / "whole", progress=False)
+        run(config.with_changes(train=config.train.__class__(
+            **{**config.train.__dict__, "epochs": 1})), tmp_path / "parts", progress=False)
+        resume(tmp_path / "parts", progress=False, epochs=2)
+    whole, parts = (RunFolder(tmp_path / name).load_checkpoint()["model"]
+                    for name in ("whole", "parts"))
+    assert whole.keys() == parts.keys()
+    for key in whole:
+        assert torch.equal(whole[key], parts[key]), key
