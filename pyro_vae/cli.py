@@ -76,6 +76,8 @@ MODEL_HELP = {
     "code_dim": "vqvae: D, the dimension of a codebook entry",
     "num_positions": "vqvae --arch mlp: L, code positions per image (conv: the 7x7 grid)",
     "commitment": "vqvae: beta of the commitment term",
+    "codebook_update": "vqvae: loss (the codebook term) or ema (moving averages)",
+    "ema_decay": "vqvae --codebook-update ema: the moving averages' decay",
     "prior": "vqvae: p(z), uniform codes or pixelcnn (the prior stage)",
     "prior_epochs": "vqvae: fit a PixelCNN prior on the codes for N epochs afterwards, "
                     "into OUT/prior (0: none)",
