@@ -56,7 +56,14 @@ from pyro_vae.errors import ConfigError, check_choice, check_number, check_posit
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.code_prior import AutoregressiveCodes, PixelCNNPrior
 from pyro_vae.models.likelihoods import LIKELIHOODS, PixelLikelihood, decoder_outputs
-from pyro_vae.nn import ACTIVATIONS, CONV_CHANNELS, MLP, Decoder, _conv_size, activation
+from pyro_vae.nn import (
+    ACTIVATIONS,
+    MLP,
+    ConvGridDecoder,
+    ConvGridEncoder,
+    Decoder,
+    _conv_size,
+)
 
 PRIORS = ("uniform", "pixelcnn")
 VQ_ARCHS = ("conv", "mlp")
@@ -136,47 +143,6 @@ def nearest(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     dist2 = (z.pow(2).sum(-1, keepdim=True) - 2 * z @ codebook.T
              + codebook.pow(2).sum(-1))
     return dist2.argmin(-1)
-
-
-class ConvGridEncoder(nn.Module):
-    """``(..., C, H, W) -> (..., L, D)``: two stride-2 3x3 convolutions (the channels of
-    :data:`pyro_vae.nn.CONV_CHANNELS`), a 3x3 and a 1x1 convolution to ``D`` per position."""
-
-    def __init__(self, in_shape, code_dim: int, act: str):
-        super().__init__()
-        c, layers = in_shape[0], []
-        for ch in CONV_CHANNELS:
-            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), activation(act)]
-            c = ch
-        layers += [nn.Conv2d(c, c, 3, padding=1), activation(act), nn.Conv2d(c, code_dim, 1)]
-        self.net = nn.Sequential(*layers)
-        self.in_shape = tuple(in_shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.net(x.reshape(-1, *self.in_shape))  # (n, D, h, w)
-        return h.flatten(2).transpose(1, 2).reshape(*x.shape[:-3], -1, h.shape[1])
-
-
-class ConvGridDecoder(nn.Module):
-    """``(..., L, D) -> (..., *out_shape)``: the mirror of :class:`ConvGridEncoder` (a 3x3
-    convolution, two 4x4 stride-2 transposed ones; odd sizes cropped)."""
-
-    def __init__(self, code_dim: int, grid: tuple[int, int], out_shape, act: str):
-        super().__init__()
-        self.grid, self.out_shape = grid, tuple(out_shape)
-        chans = [*reversed(CONV_CHANNELS), out_shape[0]]
-        layers = [nn.Conv2d(code_dim, chans[0], 3, padding=1), activation(act)]
-        for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True)):
-            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
-            if i < len(chans) - 2:
-                layers.append(activation(act))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        lead = z.shape[:-2]
-        h = z.reshape(-1, *self.grid, z.shape[-1]).permute(0, 3, 1, 2).contiguous()
-        out = self.net(h)[..., :self.out_shape[1], :self.out_shape[2]]
-        return out.reshape(*lead, *self.out_shape)
 
 
 class EMACodebook(nn.Module):
