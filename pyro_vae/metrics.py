@@ -68,6 +68,11 @@ def _active(m: dict) -> str:
     return f"{m['active_units']} of {len(m['kl_per_dim'])}" if per_dim else str(m["active_units"])
 
 
+def _prior_gain(m: dict) -> str:
+    stderr = m.get("test_prior_gain_stderr")
+    return f"{m['test_prior_gain']:.3f}" + (f" +- {stderr:.3f}" if stderr is not None else "")
+
+
 METRICS: dict[str, Metric] = {m.key: m for m in (
     # the run
     Metric("model", "the model spec (registered name, module:Class or file.py:Class)"),
@@ -154,11 +159,40 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("nuts_ess_bulk_min", "smallest bulk ESS of the NUTS reference"),
     Metric("nuts_vs_guide_mean_abs_diff", "mean |NUTS mean - guide mean| over latent dims"),
     Metric("nuts_vs_guide_sd_ratio_mean", "mean guide sd / NUTS sd over latent dims"),
+    # the codes of a vector-quantized model (vqvae: pyro_vae.codebook)
+    Metric("codebook_size", "K, the codebook's entries"),
+    Metric("code_positions", "L, the code positions per data point"),
+    Metric("code_counts", "how often each codebook entry codes a test position"),
+    Metric("codes_used", "codebook entries used by the test codes"),
+    Metric("codebook_usage", "share of the codebook's entries used by the test codes",
+           "codebook usage [share]"),
+    Metric("codebook_perplexity", "exp of the entropy of the test codes' average one-hot "
+           "(K: all entries used equally)", "codebook perplexity"),
+    Metric("test_recon_nll", "-log p(x | z_q(x)) per test point, nats"),
+    Metric("test_nll_uniform_prior", "bound on -log p(x): reconstruction NLL + L log K "
+           "(uniform codes), nats per test point", "-log p(x) <= [uniform]", bound=True),
+    Metric("test_nll_uniform_prior_stderr", "its standard error across test points"),
+    Metric("test_nll_uniform_prior_bpd", "test_nll_uniform_prior in bits per dimension",
+           "-log p(x) <= [uniform, bits/dim]", _bits("test_nll_uniform_prior_bpd"),
+           bound=True),
+    Metric("test_nll_learned_prior", "bound on -log p(x): reconstruction NLL - log p(codes) "
+           "under the learned prior, nats per test point", "-log p(x) <= [learned prior]",
+           bound=True),
+    Metric("test_nll_learned_prior_stderr", "its standard error across test points"),
+    Metric("test_nll_learned_prior_bpd", "test_nll_learned_prior in bits per dimension",
+           "-log p(x) <= [learned, bits/dim]", _bits("test_nll_learned_prior_bpd"),
+           bound=True),
+    Metric("test_prior_gain", "uniform minus learned bound, nats per test point (paired)",
+           "learned prior's gain [nats]", _prior_gain),
+    Metric("test_prior_gain_stderr", "its standard error across test points (paired)"),
 )}
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
                  "active_units", "code_sparsity", "code_mean_abs", "test_cluster_accuracy",
                  "test_cluster_nmi", "test_accuracy")
+SUMMARY_ORDER += ("codebook_usage", "codebook_perplexity", "test_nll_uniform_prior",
+                  "test_nll_uniform_prior_bpd", "test_nll_learned_prior",
+                  "test_nll_learned_prior_bpd", "test_prior_gain")
 
 
 def check_keys(metrics: dict) -> None:
@@ -322,6 +356,18 @@ def _classifier(model, data, settings, progress: bool) -> dict:
     return {"test_accuracy": hits.double().mean().item()}
 
 
+def _codebook_applies(model, data, settings, global_sites) -> str | None:
+    from pyro_vae.codebook import can_quantize
+
+    return None if can_quantize(model) else "the model has no codebook (code_indices)"
+
+
+def _codebook(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.codebook import code_measures
+
+    return code_measures(model, data.test_x)
+
+
 EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
     Evaluation("bounds", ("test_elbo", "test_elbo_stderr", "test_iwae", "iwae_k",
                           "test_iwae_bounds", "test_log_likelihood",
@@ -341,6 +387,13 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
                             "train_cluster_accuracy", "train_cluster_nmi"),
                _clusters_apply, _clusters),
     Evaluation("classifier", ("test_accuracy",), _classifier_applies, _classifier),
+    Evaluation("codebook", ("codebook_size", "code_positions", "code_counts", "codes_used",
+                            "codebook_usage", "codebook_perplexity", "test_recon_nll",
+                            "test_nll_uniform_prior", "test_nll_uniform_prior_stderr",
+                            "test_nll_uniform_prior_bpd", "test_nll_learned_prior",
+                            "test_nll_learned_prior_stderr", "test_nll_learned_prior_bpd",
+                            "test_prior_gain", "test_prior_gain_stderr"),
+               _codebook_applies, _codebook),
 )}
 
 

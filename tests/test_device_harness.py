@@ -36,6 +36,7 @@ SETTINGS = {"vae": TINY, "ae": TINY, "dae": TINY, "cvae": TINY,
             "bernoulli": {"latent_dim": 4}, "linear": {}, "gmm": {}, "sae": TINY,
             "stacked": {"latent_dim": 2, "hidden": (16, 8), "stage": 2},
             "vade": TINY | {"num_components": 3, "pretrain_epochs": 1}, "ssvae": TINY}
+SETTINGS["vqvae"] = {"codebook_size": 8, "code_dim": 4, "prior_channels": 8, "prior_layers": 2}
 DATASET = {"linear": "linear-gaussian", "gmm": "gmm-2d"}
 EVAL = {"num_samples": 10, "iwae_ks": (5,), "pictures": False}
 
