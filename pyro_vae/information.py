@@ -78,6 +78,7 @@ class Surgery:
     marginal_kl: torch.Tensor  # E_z[log q(z) - log p(z)]
     kl_term: torch.Tensor  # E_z[log q(z|x_n) - log p(z)], fresh draws
     max_term: float  # the largest single log q(z|x_n) - log q(z) (<= log N)
+    diagonal_error: float = 0.0  # max |log q(z|x_n) from the N x N matrix - from the trace|
 
     def summary(self) -> dict:
         n = len(self.mutual_info)
@@ -163,7 +164,7 @@ def surgery(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
     model.eval()
     n, nesting = x.shape[0], model.max_plate_nesting + 1
     log_n = math.log(n)
-    mi, mk, kl, max_term = [], [], [], -math.inf
+    mi, mk, kl, max_term, diagonal = [], [], [], -math.inf, 0.0
     with model_code_errors(model, "the mutual information", vectorized=True):
         for start in range(0, n, block):
             xb = x[start:start + block]
@@ -186,6 +187,8 @@ def surgery(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
                 own.append(pairs.gather(1, index[:, None])[:, 0])
                 log_qz.append(torch.logsumexp(pairs, 1) - log_n)
             own_q = torch.cat(own).reshape(samples, b)
+            traced = _latent_log_prob(guide_trace, names, nesting).double().expand(samples, b)
+            diagonal = max(diagonal, (own_q - traced).abs().max().item())
             log_q = torch.cat(log_qz).reshape(samples, b)
             terms = own_q - log_q
             max_term = max(max_term, terms.max().item())
@@ -195,7 +198,7 @@ def surgery(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
             kl.append((_latent_log_prob(fresh_guide, names, nesting)
                        - _latent_log_prob(fresh_model, names, nesting)).double()
                       .expand(samples, b).mean(0))
-    return Surgery(torch.cat(mi), torch.cat(mk), torch.cat(kl), max_term)
+    return Surgery(torch.cat(mi), torch.cat(mk), torch.cat(kl), max_term, diagonal)
 
 
 def surgery_metrics(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,

@@ -31,6 +31,7 @@ def test_information_and_marginal_kl_sum_to_the_kl_term_on_a_small_vae():
     assert m["mutual_info_points"] == n and m["mutual_info_max"] == pytest.approx(math.log(n))
     assert 0.3 < m["mutual_info"] < math.log(n) - 0.5  # informative, and not at the ceiling
     assert s.max_term <= math.log(n) + 1e-9  # each sample's term is at most log N
+    assert s.diagonal_error < 1e-4  # log q(z | x_n) read off the N x N matrix = the trace's
     assert m["marginal_kl"] > 0
     # the decomposition: KL term (fresh draws) = I + KL(q(z) || p(z)) within its error
     assert abs(m["surgery_gap"]) < 3 * m["surgery_gap_se"]
