@@ -63,6 +63,17 @@ def _bits(key: str) -> Callable[[dict], str | None]:
     return show
 
 
+def _with_se(key: str) -> Callable[[dict], str]:
+    def show(m: dict) -> str:
+        return f"{m[key]:.3f} +- {m[key + '_se']:.3f}"
+
+    return show
+
+
+def _mutual_info(m: dict) -> str:
+    return f"{_with_se('mutual_info')(m)} (log N = {m['mutual_info_max']:.2f})"
+
+
 def _active(m: dict) -> str:
     per_dim = m.get("kl_is_per_dim") and m.get("kl_per_dim") is not None
     return f"{m['active_units']} of {len(m['kl_per_dim'])}" if per_dim else str(m["active_units"])
@@ -185,6 +196,21 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("test_prior_gain", "uniform minus learned bound, nats per test point (paired)",
            "learned prior's gain [nats]", _prior_gain),
     Metric("test_prior_gain_stderr", "its standard error across test points (paired)"),
+    # ELBO surgery (pyro_vae.information): KL term = I(x; z) + KL(q(z) || p(z))
+    Metric("mutual_info", "I(x; z) under the aggregate posterior q(z) of the test points "
+           "(nats; at most mutual_info_max = log N)", "I(x; z) [nats, <= log N]", _mutual_info),
+    Metric("mutual_info_se", "its standard error across points"),
+    Metric("mutual_info_max", "log N: the largest I(x; z) N points can show"),
+    Metric("mutual_info_points", "N: the test points whose guides make up q(z)"),
+    Metric("mutual_info_samples", "draws z ~ q(z | x) per point"),
+    Metric("marginal_kl", "KL(q(z) || p(z)) of the aggregate posterior and the prior (nats)",
+           "KL(q(z) || p(z)) [nats]", _with_se("marginal_kl")),
+    Metric("marginal_kl_se", "its standard error across points"),
+    Metric("kl_term", "E_x KL(q(z|x) || p(z)), the ELBO's KL term, from fresh draws (nats)",
+           "KL term E_x KL(q(z|x) || p(z))", _with_se("kl_term")),
+    Metric("kl_term_se", "its standard error across points"),
+    Metric("surgery_gap", "mutual_info + marginal_kl - kl_term (zero up to Monte Carlo error)"),
+    Metric("surgery_gap_se", "its standard error (paired per point)"),
 )}
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
@@ -193,6 +219,7 @@ SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd"
 SUMMARY_ORDER += ("codebook_usage", "codebook_perplexity", "test_nll_uniform_prior",
                   "test_nll_uniform_prior_bpd", "test_nll_learned_prior",
                   "test_nll_learned_prior_bpd", "test_prior_gain")
+SUMMARY_ORDER += ("mutual_info", "marginal_kl", "kl_term")
 
 
 def check_keys(metrics: dict) -> None:
@@ -366,6 +393,18 @@ def _codebook(model, data, settings, progress: bool) -> dict:
     from pyro_vae.codebook import code_measures
 
     return code_measures(model, data.test_x)
+def _information_applies(model, data, settings, global_sites) -> str | None:
+    from pyro_vae.information import not_applicable
+
+    if not settings.num_samples:
+        return "skipped by --eval-samples 0"
+    return _per_point(global_sites) or not_applicable(model, data.test_x)
+
+
+def _information(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.information import surgery_metrics
+
+    return surgery_metrics(model, data.test_x)
 
 
 EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
@@ -394,6 +433,10 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
                             "test_nll_learned_prior_stderr", "test_nll_learned_prior_bpd",
                             "test_prior_gain", "test_prior_gain_stderr"),
                _codebook_applies, _codebook),
+    Evaluation("information", ("mutual_info", "mutual_info_se", "mutual_info_max",
+                               "mutual_info_points", "mutual_info_samples", "marginal_kl",
+                               "marginal_kl_se", "kl_term", "kl_term_se", "surgery_gap",
+                               "surgery_gap_se"), _information_applies, _information),
 )}
 
 

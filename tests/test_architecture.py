@@ -34,6 +34,7 @@ FORBIDDEN = {
     "pyro_vae.checkpoint": FRONT | MEASURE,
     "pyro_vae.evaluate": FRONT | LOOP,
     "pyro_vae.importance": FRONT | LOOP,
+    "pyro_vae.information": FRONT | LOOP,
     "pyro_vae.metrics": FRONT | LOOP - {"pyro_vae.hooks"},
 }
 

@@ -301,6 +301,7 @@ def test_run_finish_pictures_evaluate_and_diagnose_on_device(tmp_path):
         assert list((tmp_path / "r").glob("*.png"))
         metrics = evaluate_run(tmp_path / "r", device="cuda", progress=False)
         assert np.isfinite(metrics["test_elbo"])
+        assert np.isfinite(metrics["mutual_info"])  # the pairwise log q(z | x_m) on the device
         diagnose(tmp_path / "r", points=5, draws=100, ppc_draws=2, nuts=False, device="cuda")
 
 
