@@ -18,7 +18,12 @@ Paths (every one starts from the same initialization and sees the same minibatch
                 ``RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True)`` for K > 1;
 ``pyro_vae``    what ``pyro_vae.train`` runs: the stepper of :mod:`pyro_vae.engine` (``fast``)
                 on the objective ``make_objective`` gives (trace, or iwae with K particles);
-``jit``         (not by default) SVI with ``JitTrace_ELBO``.
+``jit``         (not by default) SVI with ``JitTrace_ELBO``;
+``torch-graphs``    (CUDA only, by default there) the ``torch-fused`` step captured once as a
+                CUDA graph (fused, capturable Adam) and replayed: the fastest hand-written loop;
+``pyro_vae-graphs`` (CUDA only, by default there) ``pyro-vae train --cuda-graphs``'s stepper,
+                :class:`pyro_vae.graphs.CapturedStepper`: the same capture around Pyro's
+                objective.
 
 Each repeat runs every path for one block of steps (about ``--images`` images, fewer steps for
 K particles), so slow drift of the machine hits all paths alike; the table gives the median
@@ -47,6 +52,7 @@ from torch.nn import functional as F
 from pyro_vae import TrainConfig, build_model, load_dataset, set_seed, train
 from pyro_vae.data import Dataset
 from pyro_vae.engine import make_stepper
+from pyro_vae.graphs import CapturedStepper, CudaGraphs
 from pyro_vae.objectives import make_objective
 from pyro_vae.runtime import resolve_device
 
@@ -59,8 +65,10 @@ MODELS = {  # name: (registered model, settings, objective, K)
     "iwae-k5": ("vae", MLP, "iwae", 5),
     "iwae-k50": ("vae", MLP, "iwae", 50),
 }
-PATHS = ("torch", "torch-fused", "pyro", "pyro_vae", "jit")
-DEFAULT_PATHS = "torch,torch-fused,pyro,pyro_vae"
+PATHS = ("torch", "torch-fused", "pyro", "pyro_vae", "jit", "torch-graphs", "pyro_vae-graphs")
+DEFAULT_PATHS = "torch,torch-fused,pyro,pyro_vae,torch-graphs,pyro_vae-graphs"
+GRAPH_PATHS = ("torch-graphs", "pyro_vae-graphs")  # CUDA only: skipped on the CPU
+WARM_STEPS = 6  # untimed steps first: discovery, jit, caches, and a graph's warm-up and capture
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -116,6 +124,14 @@ def make_path(path: str, spec: tuple, data, lr: float = 1e-3):
     model = build_model(name, data.shape, **settings).to(data.device)
     model.name = f"{model.name}_{path}"  # one param-store prefix per path: they coexist
     n = data.num_train
+    if path in GRAPH_PATHS and data.device.type != "cuda":
+        return None
+    if path == "torch-graphs":
+        return _torch_graphs(model, n, k, lr)
+    if path == "pyro_vae-graphs":
+        elbo = make_objective(objective, k, max_plate_nesting=model.max_plate_nesting)
+        stepper = CapturedStepper(model.model, model.guide, elbo, lr, 1e-8)
+        return lambda x: stepper.step(x, None, num_data=n)
     if path.startswith("torch"):
         optim = torch.optim.Adam(model.parameters(), lr=lr,
                                  fused=True if path == "torch-fused" else None)
@@ -145,6 +161,33 @@ def make_path(path: str, spec: tuple, data, lr: float = 1e-3):
     return lambda x: svi.step(x, num_data=n)
 
 
+def _torch_graphs(model, n: int, k: int, lr: float):
+    """The hand-written step captured as a CUDA graph after three eager steps on a side
+    stream (torch's whole-network capture recipe), then replayed on a static input."""
+    optim = torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=True)
+    backend, state = CudaGraphs(), {"eager": 0, "replay": None, "x": None}
+
+    def body():
+        optim.zero_grad(set_to_none=True)
+        loss = torch_loss(model, state["x"], n, k)
+        loss.backward()
+        optim.step()
+        return loss.detach()
+
+    def step(x):
+        if state["replay"] is None and state["eager"] < 3:
+            state["eager"] += 1
+            state["x"] = x
+            with backend.eager():
+                return body()
+        if state["replay"] is None:
+            state["x"] = x.clone()
+            state["replay"] = backend.capture(body)
+        state["x"].copy_(x)
+        return state["replay"]()
+    return step
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -163,7 +206,7 @@ def speed_rows(model_key: str, batch_size: int, paths: list[str], data, repeats:
     steps = max(3, images // (batch_size * spec[3]))
     steppers = {p: make_path(p, spec, data) for p in paths}
     steppers = {p: s for p, s in steppers.items() if s is not None}
-    warm = _batches(data, batch_size, 3)
+    warm = _batches(data, batch_size, WARM_STEPS)
     for s in steppers.values():  # first steps: parameter discovery, jit compilation, caches
         for x in warm:
             s(x)
@@ -183,12 +226,16 @@ def speed_rows(model_key: str, batch_size: int, paths: list[str], data, repeats:
         # against the best hand-written loop (fused Adam), repeat by repeat, when it ran
         fused = [t / r for t, r in zip(ts, seconds["torch-fused"], strict=True)] \
             if "torch-fused" in seconds else None
+        # and against the same loop captured as a CUDA graph, where it ran
+        graphed = [t / r for t, r in zip(ts, seconds["torch-graphs"], strict=True)] \
+            if "torch-graphs" in seconds else None
         rows.append({"device": data.device.type, "model": model_key, "batch": batch_size,
                      "path": p, "steps": steps, "repeats": repeats,
                      "steps_per_s": steps / statistics.median(ts),
                      "ratio": statistics.median(ratio), "ratio_min": min(ratio),
                      "ratio_max": max(ratio),
-                     "ratio_fused": statistics.median(fused) if fused else None})
+                     "ratio_fused": statistics.median(fused) if fused else None,
+                     "ratio_graphs": statistics.median(graphed) if graphed else None})
     return rows
 
 
@@ -231,15 +278,19 @@ def full_epoch_rows(data, batch_size: int, epochs: int) -> list[dict]:
     big = Dataset(f"{data.name} x{reps}", data.train_x.repeat(reps, 1, 1, 1)[:60_000], None,
                   data.test_x, None, data.kind, data.binarize)
     rows = []
-    for engine in ("svi", "fast"):
+    variants = [("svi", False), ("fast", False)] + \
+        ([("fast", True)] if data.device.type == "cuda" else [])  # and with --cuda-graphs
+    for engine, graphed in variants:
         set_seed(0)
         pyro.clear_param_store()
         model = build_model("vae", big.shape, **MLP)
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, engine=engine)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, engine=engine,
+                             cuda_graphs=graphed)
         history = train(model, big, config, progress=False).history
         secs = [h["seconds"] - (history[i - 1]["seconds"] if i else 0.0)
                 for i, h in enumerate(history)]
-        rows.append({"device": data.device.type, "engine": engine, "batch": batch_size,
+        rows.append({"device": data.device.type,
+                     "engine": engine + (" + cuda graphs" if graphed else ""), "batch": batch_size,
                      "images": big.num_train, "epoch_seconds": statistics.median(secs),
                      "epoch_seconds_min": min(secs)})
     return rows
@@ -247,13 +298,14 @@ def full_epoch_rows(data, batch_size: int, epochs: int) -> list[dict]:
 
 def _print_speed(rows: list[dict]) -> None:
     print("| device | model | batch | path | steps/s | time / torch: median [min, max] | "
-          "time / torch-fused |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "time / torch-fused | time / torch-graphs |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         fused = "—" if r.get("ratio_fused") is None else f"{r['ratio_fused']:.3f}"
+        graphed = "—" if r.get("ratio_graphs") is None else f"{r['ratio_graphs']:.3f}"
         print(f"| {r['device']} | {r['model']} | {r['batch']} | {r['path']} | "
               f"{r['steps_per_s']:.1f} | {r['ratio']:.3f} [{r['ratio_min']:.3f}, "
-              f"{r['ratio_max']:.3f}] | {fused} |")
+              f"{r['ratio_max']:.3f}] | {fused} | {graphed} |")
 
 
 def _print_memory(rows: list[dict]) -> None:

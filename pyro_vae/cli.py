@@ -72,6 +72,17 @@ MODEL_HELP = {
     "observed_quadrants": "cvae quadrant task: 1, 2 or 3 observed quadrants",
     "init": "torch (PyTorch's default) or iwae (Glorot weights, zero biases, decoder bias at "
             "the training data's mean pixel, as the IWAE paper's code)",
+    "codebook_size": "vqvae: K, the codebook's entries",
+    "code_dim": "vqvae: D, the dimension of a codebook entry",
+    "num_positions": "vqvae --arch mlp: L, code positions per image (conv: the 7x7 grid)",
+    "commitment": "vqvae: beta of the commitment term",
+    "codebook_update": "vqvae: loss (the codebook term) or ema (moving averages)",
+    "ema_decay": "vqvae --codebook-update ema: the moving averages' decay",
+    "prior": "vqvae: p(z), uniform codes or pixelcnn (the prior stage)",
+    "prior_epochs": "vqvae: fit a PixelCNN prior on the codes for N epochs afterwards, "
+                    "into OUT/prior (0: none)",
+    "prior_channels": "vqvae: channels of the PixelCNN prior",
+    "prior_layers": "vqvae: masked convolutions of the PixelCNN prior",
 }
 TRAIN_HELP = {
     "epochs": "passes over the training split",
@@ -91,6 +102,9 @@ TRAIN_HELP = {
     "beta": "KL weight (beta-VAE); evaluation always uses 1",
     "kl_warmup_epochs": "ramp the KL weight linearly from 0 to beta over these epochs",
     "free_bits": "minimum KL per latent dimension in nats (0: off)",
+    "cuda_graphs": ("capture the fast engine's step as a CUDA graph and replay it (CUDA only; "
+                    "where it cannot, one log line says why and steps run eagerly; "
+                    "docs/devices.md)"),
 }
 
 
@@ -359,9 +373,11 @@ def _given_train(args) -> dict[str, Any]:
 
 
 def _cmd_train(args, flags: dict[str, str]) -> int:
+    from pyro_vae.prior_stage import run_with_prior
+
     progress = not args.no_progress
     if args.resume:
-        result = _resume(args, progress)
+        results = _resume(args, progress)
     else:
         if not args.model:
             raise ConfigError(f"name a model to train: {', '.join(available())}, or "
@@ -374,23 +390,28 @@ def _cmd_train(args, flags: dict[str, str]) -> int:
         name = config.model_ref().name.replace("/", "_").replace(":", "_")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = args.out or Path("runs") / f"{name}-{Path(config.dataset).name}-{stamp}"
-        result = runner.run(config, out, progress=progress)
+        # a model with a prior stage (vqvae --prior-epochs N) fits it next, into out/prior
+        results = run_with_prior(config, out, progress=progress)
     if distributed.is_main():  # under torchrun rank 0 speaks for the run
-        print(format_summary(result.metrics, f"run: {result.run.path}"))
+        print("\n".join(format_summary(result.metrics, f"run: {result.run.path}")
+                        for result in results))
     return 0
 
 
-def _resume(args, progress: bool) -> runner.RunResult:
-    """``train --resume``: restated settings must equal the run's (:func:`runner.restated`)."""
+def _resume(args, progress: bool) -> list[runner.RunResult]:
+    """``train --resume``: restated settings must equal the run's (:func:`runner.restated`);
+    a prior stage the run has not reached yet follows (:mod:`pyro_vae.prior_stage`)."""
+    from pyro_vae.prior_stage import resume_with_prior
+
     if args.out is None:
         raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
     saved = runner.read_config(runner.RunFolder(args.out))
     evaluation = None if args.eval_samples is None else replace(saved.eval,
                                                                  num_samples=args.eval_samples)
-    return runner.resume(args.out, progress=progress, eval=evaluation, model=args.model,
-                         dataset=args.dataset, binarize=args.binarize,
-                         model_settings=_given_model_settings(args), data=_given_data(args),
-                         **_given_train(args))
+    return resume_with_prior(args.out, progress=progress, eval=evaluation, model=args.model,
+                             dataset=args.dataset, binarize=args.binarize,
+                             model_settings=_given_model_settings(args),
+                             data=_given_data(args), **_given_train(args))
 
 
 def _cmd_check(args, flags: dict[str, str]) -> int:

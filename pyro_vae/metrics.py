@@ -67,9 +67,25 @@ def _bits(key: str) -> Callable[[dict], str | None]:
     return show
 
 
+def _with_se(key: str) -> Callable[[dict], str]:
+    def show(m: dict) -> str:
+        return f"{m[key]:.3f} +- {m[key + '_se']:.3f}"
+
+    return show
+
+
+def _mutual_info(m: dict) -> str:
+    return f"{_with_se('mutual_info')(m)} (log N = {m['mutual_info_max']:.2f})"
+
+
 def _active(m: dict) -> str:
     per_dim = m.get("kl_is_per_dim") and m.get("kl_per_dim") is not None
     return f"{m['active_units']} of {len(m['kl_per_dim'])}" if per_dim else str(m["active_units"])
+
+
+def _prior_gain(m: dict) -> str:
+    stderr = m.get("test_prior_gain_stderr")
+    return f"{m['test_prior_gain']:.3f}" + (f" +- {stderr:.3f}" if stderr is not None else "")
 
 
 METRICS: dict[str, Metric] = {m.key: m for m in (
@@ -158,6 +174,47 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("nuts_ess_bulk_min", "smallest bulk ESS of the NUTS reference"),
     Metric("nuts_vs_guide_mean_abs_diff", "mean |NUTS mean - guide mean| over latent dims"),
     Metric("nuts_vs_guide_sd_ratio_mean", "mean guide sd / NUTS sd over latent dims"),
+    # the codes of a vector-quantized model (vqvae: pyro_vae.codebook)
+    Metric("codebook_size", "K, the codebook's entries"),
+    Metric("code_positions", "L, the code positions per data point"),
+    Metric("code_counts", "how often each codebook entry codes a test position"),
+    Metric("codes_used", "codebook entries used by the test codes"),
+    Metric("codebook_usage", "share of the codebook's entries used by the test codes",
+           "codebook usage [share]"),
+    Metric("codebook_perplexity", "exp of the entropy of the test codes' average one-hot "
+           "(K: all entries used equally)", "codebook perplexity"),
+    Metric("test_recon_nll", "-log p(x | z_q(x)) per test point, nats"),
+    Metric("test_nll_uniform_prior", "bound on -log p(x): reconstruction NLL + L log K "
+           "(uniform codes), nats per test point", "-log p(x) <= [uniform]", bound=True),
+    Metric("test_nll_uniform_prior_stderr", "its standard error across test points"),
+    Metric("test_nll_uniform_prior_bpd", "test_nll_uniform_prior in bits per dimension",
+           "-log p(x) <= [uniform, bits/dim]", _bits("test_nll_uniform_prior_bpd"),
+           bound=True),
+    Metric("test_nll_learned_prior", "bound on -log p(x): reconstruction NLL - log p(codes) "
+           "under the learned prior, nats per test point", "-log p(x) <= [learned prior]",
+           bound=True),
+    Metric("test_nll_learned_prior_stderr", "its standard error across test points"),
+    Metric("test_nll_learned_prior_bpd", "test_nll_learned_prior in bits per dimension",
+           "-log p(x) <= [learned, bits/dim]", _bits("test_nll_learned_prior_bpd"),
+           bound=True),
+    Metric("test_prior_gain", "uniform minus learned bound, nats per test point (paired)",
+           "learned prior's gain [nats]", _prior_gain),
+    Metric("test_prior_gain_stderr", "its standard error across test points (paired)"),
+    # ELBO surgery (pyro_vae.information): KL term = I(x; z) + KL(q(z) || p(z))
+    Metric("mutual_info", "I(x; z) under the aggregate posterior q(z) of the test points "
+           "(nats; at most mutual_info_max = log N)", "I(x; z) [nats, <= log N]", _mutual_info),
+    Metric("mutual_info_se", "its standard error across points"),
+    Metric("mutual_info_max", "log N: the largest I(x; z) N points can show"),
+    Metric("mutual_info_points", "N: the test points whose guides make up q(z)"),
+    Metric("mutual_info_samples", "draws z ~ q(z | x) per point"),
+    Metric("marginal_kl", "KL(q(z) || p(z)) of the aggregate posterior and the prior (nats)",
+           "KL(q(z) || p(z)) [nats]", _with_se("marginal_kl")),
+    Metric("marginal_kl_se", "its standard error across points"),
+    Metric("kl_term", "E_x KL(q(z|x) || p(z)), the ELBO's KL term, from fresh draws (nats)",
+           "KL term E_x KL(q(z|x) || p(z))", _with_se("kl_term")),
+    Metric("kl_term_se", "its standard error across points"),
+    Metric("surgery_gap", "mutual_info + marginal_kl - kl_term (zero up to Monte Carlo error)"),
+    Metric("surgery_gap_se", "its standard error (paired per point)"),
     # annealed importance sampling (pyro-vae evaluate --estimator ais|bdmc: pyro_vae.ais)
     Metric("test_log_px_ais", "log p(x) per test point by annealed importance sampling (a "
            "stochastic lower bound)", "test log p(x) [AIS]", _log_px_ais, bound=True),
@@ -189,6 +246,10 @@ SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd"
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
                  "active_units", "code_sparsity", "code_mean_abs", "test_cluster_accuracy",
                  "test_cluster_nmi", "test_accuracy")
+SUMMARY_ORDER += ("codebook_usage", "codebook_perplexity", "test_nll_uniform_prior",
+                  "test_nll_uniform_prior_bpd", "test_nll_learned_prior",
+                  "test_nll_learned_prior_bpd", "test_prior_gain")
+SUMMARY_ORDER += ("mutual_info", "marginal_kl", "kl_term")
 SUMMARY_ORDER += ("test_log_px_ais", "bdmc_lower", "bdmc_upper", "bdmc_gap")  # pyro_vae.ais
 
 
@@ -353,6 +414,28 @@ def _classifier(model, data, settings, progress: bool) -> dict:
     return {"test_accuracy": hits.double().mean().item()}
 
 
+def _codebook_applies(model, data, settings, global_sites) -> str | None:
+    from pyro_vae.codebook import can_quantize
+
+    return None if can_quantize(model) else "the model has no codebook (code_indices)"
+
+
+def _codebook(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.codebook import code_measures
+
+    return code_measures(model, data.test_x)
+def _information_applies(model, data, settings, global_sites) -> str | None:
+    from pyro_vae.information import not_applicable
+
+    if not settings.num_samples:
+        return "skipped by --eval-samples 0"
+    return _per_point(global_sites) or not_applicable(model, data.test_x)
+
+
+def _information(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.information import surgery_metrics
+
+    return surgery_metrics(model, data.test_x)
 def _ais_settings(settings):
     from pyro_vae.ais import AISConfig
 
@@ -419,6 +502,17 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
                             "train_cluster_accuracy", "train_cluster_nmi"),
                _clusters_apply, _clusters),
     Evaluation("classifier", ("test_accuracy",), _classifier_applies, _classifier),
+    Evaluation("codebook", ("codebook_size", "code_positions", "code_counts", "codes_used",
+                            "codebook_usage", "codebook_perplexity", "test_recon_nll",
+                            "test_nll_uniform_prior", "test_nll_uniform_prior_stderr",
+                            "test_nll_uniform_prior_bpd", "test_nll_learned_prior",
+                            "test_nll_learned_prior_stderr", "test_nll_learned_prior_bpd",
+                            "test_prior_gain", "test_prior_gain_stderr"),
+               _codebook_applies, _codebook),
+    Evaluation("information", ("mutual_info", "mutual_info_se", "mutual_info_max",
+                               "mutual_info_points", "mutual_info_samples", "marginal_kl",
+                               "marginal_kl_se", "kl_term", "kl_term_se", "surgery_gap",
+                               "surgery_gap_se"), _information_applies, _information),
     Evaluation("ais", ("test_log_px_ais", "test_log_px_ais_stderr", "test_log_px_ais_mc_stderr",
                        "test_log_px_ais_per_point", "test_log_px_ais_per_point_mc_stderr",
                        "ais_steps", "ais_chains", "ais_leapfrog", "ais_accept", "ais_seconds"),

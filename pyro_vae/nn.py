@@ -233,3 +233,64 @@ def set_output_bias_(decoder: nn.Module, mean: torch.Tensor) -> None:
     else:
         p = p.reshape(p.shape[0], -1).mean(-1)
     last.bias.copy_(torch.logit(p).to(last.bias))
+
+
+# -- masked convolution (PixelCNN; the learned prior over a VQ-VAE's codes) -----------------
+class MaskedConv2d(nn.Conv2d):
+    """A convolution that sees only the pixels before the centre in raster order (van den
+    Oord et al. 2016): mask ``"A"`` hides the centre too (the first layer: the output at a
+    position depends on the earlier positions only), ``"B"`` lets it through (later layers)."""
+
+    def __init__(self, mask: str, in_channels: int, out_channels: int, kernel_size: int):
+        check_choice("mask", mask, ("A", "B"))
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        k = kernel_size
+        mask_tensor = torch.ones(k, k)
+        mask_tensor[k // 2, k // 2 + (mask == "B"):] = 0
+        mask_tensor[k // 2 + 1:] = 0
+        self.register_buffer("mask", mask_tensor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+# -- a grid of codes (the VQ-VAE: one code vector per position of a 7x7 grid) ----------------
+class ConvGridEncoder(nn.Module):
+    """``(..., C, H, W) -> (..., L, D)``: two stride-2 3x3 convolutions (the channels of
+    :data:`pyro_vae.nn.CONV_CHANNELS`), a 3x3 and a 1x1 convolution to ``D`` per position."""
+
+    def __init__(self, in_shape, code_dim: int, act: str):
+        super().__init__()
+        c, layers = in_shape[0], []
+        for ch in CONV_CHANNELS:
+            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), activation(act)]
+            c = ch
+        layers += [nn.Conv2d(c, c, 3, padding=1), activation(act), nn.Conv2d(c, code_dim, 1)]
+        self.net = nn.Sequential(*layers)
+        self.in_shape = tuple(in_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.net(x.reshape(-1, *self.in_shape))  # (n, D, h, w)
+        return h.flatten(2).transpose(1, 2).reshape(*x.shape[:-3], -1, h.shape[1])
+
+
+class ConvGridDecoder(nn.Module):
+    """``(..., L, D) -> (..., *out_shape)``: the mirror of :class:`ConvGridEncoder` (a 3x3
+    convolution, two 4x4 stride-2 transposed ones; odd sizes cropped)."""
+
+    def __init__(self, code_dim: int, grid: tuple[int, int], out_shape, act: str):
+        super().__init__()
+        self.grid, self.out_shape = grid, tuple(out_shape)
+        chans = [*reversed(CONV_CHANNELS), out_shape[0]]
+        layers = [nn.Conv2d(code_dim, chans[0], 3, padding=1), activation(act)]
+        for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True)):
+            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
+            if i < len(chans) - 2:
+                layers.append(activation(act))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-2]
+        h = z.reshape(-1, *self.grid, z.shape[-1]).permute(0, 3, 1, 2).contiguous()
+        out = self.net(h)[..., :self.out_shape[1], :self.out_shape[2]]
+        return out.reshape(*lead, *self.out_shape)

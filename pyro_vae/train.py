@@ -55,6 +55,7 @@ from pyro_vae.errors import (
     require_latent_model,
 )
 from pyro_vae.estimators.baselines import BASELINES
+from pyro_vae.graphs import graph_stepper
 from pyro_vae.hooks import Checkpointer, Hook, TestELBO, TrainState
 from pyro_vae.models.base import LatentModel
 from pyro_vae.runs import RunFolder
@@ -88,6 +89,7 @@ class TrainConfig:
     free_bits: float = 0.0  # minimum KL per latent dimension, nats (Kingma et al. 2016)
     engine: str = "fast"  # fast or svi, see pyro_vae.engine
     lr_schedule: str = "constant"  # constant or iwae (Burda et al.'s 3^i epochs per stage)
+    cuda_graphs: bool = False  # capture the fast engine's step on CUDA (pyro_vae.graphs)
 
     def __post_init__(self) -> None:
         check_types(self, "train")  # TrainConfig(lr="0.1") is an error, not a TypeError later
@@ -108,6 +110,9 @@ class TrainConfig:
             raise ConfigError(f"kl-warmup-epochs must be a whole number >= 0, got "
                               f"{self.kl_warmup_epochs!r}")
         check_number("free-bits", self.free_bits, minimum=0)
+        if self.cuda_graphs and self.engine != "fast":
+            raise ConfigError("--cuda-graphs captures the fast engine's step; it does not "
+                              f"apply to --engine {self.engine}")
         objectives.check_config(self)
 
 
@@ -210,12 +215,27 @@ def train(model: LatentModel, data: Dataset, config: TrainConfig, run: RunFolder
         return _train(model, data, config, spec, run, resume, progress, hooks)
 
 
+def _captured(stepper, model_fn, guide_fn, elbo, config: TrainConfig, data: Dataset,
+              kl_scale):
+    """The fast stepper with CUDA graphs (:mod:`pyro_vae.graphs`) where they can apply; the
+    KL weight is the loop's one Python setting that the step bakes in."""
+    if stepper.engine != "fast":
+        log.info("CUDA graphs off: objective %s runs on Pyro's SVI; steps run eagerly",
+                 config.objective)
+        return stepper
+    captured = graph_stepper(model_fn, guide_fn, elbo, lr=config.lr, eps=config.adam_eps,
+                             device=data.device, signature=lambda: (kl_scale.weight,))
+    return stepper if captured is None else captured
+
+
 def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: RunFolder | None,
            resume: bool, progress: bool, hooks: Sequence[Hook] | None) -> TrainResult:
     elbo = objectives.build_objective(config, model)
     model_fn, guide_fn, kl_scale = scaled_programs(model, model.latent_sites, config.beta)
     stepper = make_stepper(config.engine, model_fn, guide_fn, elbo, lr=config.lr,
                            eps=config.adam_eps, optim_args=spec.optim_args(config))
+    if config.cuda_graphs:
+        stepper = _captured(stepper, model_fn, guide_fn, elbo, config, data, kl_scale)
     hooks = default_hooks(run) if hooks is None else list(hooks)
     data_parallel = distributed.world() > 1
     if data_parallel:

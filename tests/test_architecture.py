@@ -12,7 +12,8 @@ from pyro_vae.objectives import OBJECTIVES
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pyro_vae"
 FRONT = {"pyro_vae.cli", "pyro_vae.runner", "pyro_vae.run_config", "pyro_vae.scaffold"}
-LOOP = {"pyro_vae.train", "pyro_vae.engine", "pyro_vae.hooks", "pyro_vae.checkpoint"}
+LOOP = {"pyro_vae.train", "pyro_vae.engine", "pyro_vae.graphs", "pyro_vae.hooks",
+        "pyro_vae.checkpoint"}
 MEASURE = {"pyro_vae.evaluate", "pyro_vae.metrics", "pyro_vae.importance",
            "pyro_vae.likelihood", "pyro_vae.diagnostics"}
 OBJECTIVE = {"pyro_vae.objectives", "pyro_vae.annealing"}
@@ -27,11 +28,13 @@ FORBIDDEN = {
     "pyro_vae.objectives": FRONT | LOOP | MEASURE | {"pyro_vae.models"},
     "pyro_vae.annealing": FRONT | LOOP | MEASURE | {"pyro_vae.models"},
     "pyro_vae.train": FRONT | {"pyro_vae.metrics", "pyro_vae.diagnostics"},
-    "pyro_vae.engine": FRONT | MEASURE,
+    "pyro_vae.engine": FRONT | MEASURE | {"pyro_vae.graphs"},
+    "pyro_vae.graphs": FRONT | MEASURE | {"pyro_vae.train"},
     "pyro_vae.hooks": FRONT,
     "pyro_vae.checkpoint": FRONT | MEASURE,
     "pyro_vae.evaluate": FRONT | LOOP,
     "pyro_vae.importance": FRONT | LOOP,
+    "pyro_vae.information": FRONT | LOOP,
     "pyro_vae.metrics": FRONT | LOOP - {"pyro_vae.hooks"},
 }
 

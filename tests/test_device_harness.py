@@ -36,6 +36,7 @@ SETTINGS = {"vae": TINY, "ae": TINY, "dae": TINY, "cvae": TINY,
             "bernoulli": {"latent_dim": 4}, "linear": {}, "gmm": {}, "sae": TINY,
             "stacked": {"latent_dim": 2, "hidden": (16, 8), "stage": 2},
             "vade": TINY | {"num_components": 3, "pretrain_epochs": 1}, "ssvae": TINY}
+SETTINGS["vqvae"] = {"codebook_size": 8, "code_dim": 4, "prior_channels": 8, "prior_layers": 2}
 DATASET = {"linear": "linear-gaussian", "gmm": "gmm-2d"}
 EVAL = {"num_samples": 10, "iwae_ks": (5,), "pictures": False}
 
@@ -300,6 +301,7 @@ def test_run_finish_pictures_evaluate_and_diagnose_on_device(tmp_path):
         assert list((tmp_path / "r").glob("*.png"))
         metrics = evaluate_run(tmp_path / "r", device="cuda", progress=False)
         assert np.isfinite(metrics["test_elbo"])
+        assert np.isfinite(metrics["mutual_info"])  # the pairwise log q(z | x_m) on the device
         diagnose(tmp_path / "r", points=5, draws=100, ppc_draws=2, nuts=False, device="cuda")
 
 

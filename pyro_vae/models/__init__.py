@@ -23,6 +23,7 @@ from pyro_vae.models.ssvae import SSVAE
 from pyro_vae.models.stacked import StackedAutoencoder
 from pyro_vae.models.vade import VaDE, VaDEConfig
 from pyro_vae.models.vae import VAE, VAEConfig
+from pyro_vae.models.vqvae import VQVAE, VQVAEConfig
 from pyro_vae.settings import build_config
 
 MODELS.update({
@@ -38,6 +39,7 @@ MODELS.update({
     "stacked": StackedAutoencoder,
     "vade": VaDE,
     "ssvae": SSVAE,
+    "vqvae": VQVAE,
 })
 
 
@@ -66,4 +68,5 @@ __all__ = ["MODELS", "LatentModel", "ModelRef", "VAE", "VAEConfig", "LinearGauss
            "LinearGaussianConfig", "available", "build_model", "get_model_class", "make_model",
            "register_model", "resolve", "BernoulliLatent", "BernoulliConfig", "GMM",
            "GMMConfig", "Autoencoder", "DenoisingAutoencoder", "HierarchicalVAE", "CVAE",
-           "SparseAutoencoder", "StackedAutoencoder", "VaDE", "VaDEConfig", "SSVAE"]
+           "SparseAutoencoder", "StackedAutoencoder", "VaDE", "VaDEConfig", "SSVAE", "VQVAE",
+           "VQVAEConfig"]
