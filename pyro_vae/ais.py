@@ -104,8 +104,10 @@ class PathDensities:
             raise ConfigError("AIS needs latent sites in the guide; it has none")
         self.transforms, self.data_dims = {}, {}
         for name, site in self.sites:
-            fn = site["fn"]
-            if isinstance(fn, Delta) or fn.support.is_discrete or site["is_observed"]:
+            fn = base = site["fn"]
+            while hasattr(base, "base_dist"):  # Independent, masked, expanded wrappers
+                base = base.base_dist
+            if isinstance(base, Delta) or fn.support.is_discrete or site["is_observed"]:
                 raise ConfigError(f"AIS needs continuous latents drawn from a density; guide "
                                   f"site {name!r} is discrete, a point mass or observed")
             self.transforms[name] = biject_to(fn.support)

@@ -148,3 +148,11 @@ def test_ais_applies_by_structure_not_by_name():
         assert "global" in applies(SimpleNamespace(), None, asked, ["theta"])
         assert "not asked" in applies(SimpleNamespace(), None, SimpleNamespace(estimator="is"),
                                       [])
+
+
+def test_a_point_mass_guide_is_refused_in_one_line():
+    from pyro_vae.models import build_model
+
+    model = build_model("ae", (5,), latent_dim=2, hidden=(8,))
+    with pytest.raises(ConfigError, match="point mass"):
+        ais(model, torch.rand(3, 5).round(), config=AISConfig(steps=2, chains=2))
