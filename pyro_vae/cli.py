@@ -234,6 +234,14 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="bounds on log p(x), active units, KL per dimension")
     e.add_argument("run", type=_path, help="a run folder")
     e.add_argument("--num-samples", type=int, default=5000, help="importance samples (5000)")
+    e.add_argument("--estimator", default="is",
+                   help="is: importance sampling (default); ais: also annealed importance "
+                   "sampling of log p(x); bdmc: AIS's bracket on data simulated from the model")
+    e.add_argument("--ais-steps", type=int, default=500, help="AIS temperatures (500)")
+    e.add_argument("--ais-chains", type=int, default=8, help="AIS chains a point (8)")
+    e.add_argument("--ais-leapfrog", type=int, default=2, help="leapfrog steps per HMC move (2)")
+    e.add_argument("--bdmc-points", type=int, default=100,
+                   help="points simulated from the model for bdmc (100)")
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
 
@@ -439,7 +447,10 @@ def _cmd_new(args, flags) -> int:
 
 def _cmd_evaluate(args, flags) -> int:
     saved = runner.read_config(runner.RunFolder(args.run))
-    settings = replace(saved.eval, num_samples=args.num_samples, pictures=False)
+    settings = replace(saved.eval, num_samples=args.num_samples, pictures=False,
+                       estimator=args.estimator, ais_steps=args.ais_steps,
+                       ais_chains=args.ais_chains, ais_leapfrog=args.ais_leapfrog,
+                       bdmc_points=args.bdmc_points)
     metrics = runner.evaluate_run(args.run, settings, resolve_device(args.device),
                                   progress=not args.no_progress)
     print(format_summary(metrics, f"run: {args.run}"))

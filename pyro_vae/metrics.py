@@ -55,6 +55,10 @@ def _log_px_bpd(m: dict) -> str:
     return f"{m['test_log_likelihood_bpd']:.4f} +- {m['test_log_likelihood_bpd_stderr']:.4f}"
 
 
+def _log_px_ais(m: dict) -> str:
+    return f"{m['test_log_px_ais']:.3f} +- {m['test_log_px_ais_stderr']:.3f}"
+
+
 def _bits(key: str) -> Callable[[dict], str | None]:
     def show(m: dict) -> str | None:
         value = m.get(key)
@@ -211,6 +215,32 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("kl_term_se", "its standard error across points"),
     Metric("surgery_gap", "mutual_info + marginal_kl - kl_term (zero up to Monte Carlo error)"),
     Metric("surgery_gap_se", "its standard error (paired per point)"),
+    # annealed importance sampling (pyro-vae evaluate --estimator ais|bdmc: pyro_vae.ais)
+    Metric("test_log_px_ais", "log p(x) per test point by annealed importance sampling (a "
+           "stochastic lower bound)", "test log p(x) [AIS]", _log_px_ais, bound=True),
+    Metric("test_log_px_ais_stderr", "its standard error across test points"),
+    Metric("test_log_px_ais_mc_stderr", "its Monte Carlo standard error (delta method over "
+           "chains, per point, combined)"),
+    Metric("test_log_px_ais_per_point", "AIS log p(x) of each test point"),
+    Metric("test_log_px_ais_per_point_mc_stderr", "the Monte Carlo standard error of each"),
+    Metric("ais_steps", "AIS temperatures T"),
+    Metric("ais_chains", "AIS chains per point"),
+    Metric("ais_leapfrog", "leapfrog steps per HMC move"),
+    Metric("ais_accept", "mean HMC acceptance probability over moves, chains and points"),
+    Metric("ais_seconds", "seconds the AIS evaluation took (pilot included)"),
+    Metric("bdmc_points", "points simulated from the model for BDMC"),
+    Metric("bdmc_lower", "mean forward-AIS log p(x) of the simulated points (stochastic "
+           "lower bound)", "BDMC lower [simulated]", bound=True),
+    Metric("bdmc_upper", "mean reverse-AIS log p(x) of the simulated points (stochastic "
+           "upper bound)", "BDMC upper [simulated]", bound=True),
+    Metric("bdmc_gap", "bdmc_upper - bdmc_lower: how far forward AIS may be from log p(x)",
+           "BDMC gap [nats]"),
+    Metric("bdmc_lower_mc_stderr", "Monte Carlo standard error of bdmc_lower"),
+    Metric("bdmc_upper_mc_stderr", "Monte Carlo standard error of bdmc_upper"),
+    Metric("bdmc_seconds", "seconds BDMC took (pilot, forward and reverse)"),
+    Metric("bdmc_steps", "BDMC's AIS temperatures T"),
+    Metric("bdmc_chains", "BDMC's chains per point, each way"),
+    Metric("bdmc_leapfrog", "BDMC's leapfrog steps per HMC move"),
 )}
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
@@ -220,6 +250,7 @@ SUMMARY_ORDER += ("codebook_usage", "codebook_perplexity", "test_nll_uniform_pri
                   "test_nll_uniform_prior_bpd", "test_nll_learned_prior",
                   "test_nll_learned_prior_bpd", "test_prior_gain")
 SUMMARY_ORDER += ("mutual_info", "marginal_kl", "kl_term")
+SUMMARY_ORDER += ("test_log_px_ais", "bdmc_lower", "bdmc_upper", "bdmc_gap")  # pyro_vae.ais
 
 
 def check_keys(metrics: dict) -> None:
@@ -405,6 +436,51 @@ def _information(model, data, settings, progress: bool) -> dict:
     from pyro_vae.information import surgery_metrics
 
     return surgery_metrics(model, data.test_x)
+def _ais_settings(settings):
+    from pyro_vae.ais import AISConfig
+
+    return AISConfig(settings.ais_steps, settings.ais_chains, settings.ais_leapfrog)
+
+
+def _annealing_applies(estimator: str):
+    def applies(model, data, settings, global_sites) -> str | None:
+        if getattr(settings, "estimator", "is") != estimator:
+            return f"not asked for (--estimator {estimator})"
+        if getattr(model, "has_discrete_latents", False):
+            return "AIS moves continuous latents by HMC; the model has discrete ones"
+        if getattr(model, "deterministic_code", False):
+            return "the guide is a point mass (deterministic_code): no density to anneal from"
+        return _per_point(global_sites)
+    return applies
+
+
+def _ais(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.ais import ais
+
+    config = _ais_settings(settings)
+    result = ais(model, data.test_x, data.test_y if model.is_conditional else None, config,
+                 progress=progress)
+    s = result.summary()
+    return {"test_log_px_ais": s["log_px"], "test_log_px_ais_stderr": s["stderr"],
+            "test_log_px_ais_mc_stderr": s["mc_stderr"],
+            "test_log_px_ais_per_point": result.log_px.tolist(),
+            "test_log_px_ais_per_point_mc_stderr": result.mc_stderr.tolist(),
+            "ais_steps": config.steps, "ais_chains": config.chains,
+            "ais_leapfrog": config.leapfrog, "ais_accept": s["accept"],
+            "ais_seconds": s["seconds"]}
+
+
+def _bdmc(model, data, settings, progress: bool) -> dict:
+    from pyro_vae.bdmc import bdmc
+
+    config = _ais_settings(settings)
+    s = bdmc(model, settings.bdmc_points, data.test_x,
+             data.test_y if model.is_conditional else None, config, progress=progress).summary()
+    return {"bdmc_points": s["points"], "bdmc_lower": s["lower"], "bdmc_upper": s["upper"],
+            "bdmc_gap": s["gap"], "bdmc_lower_mc_stderr": s["lower_mc_stderr"],
+            "bdmc_upper_mc_stderr": s["upper_mc_stderr"], "bdmc_seconds": s["seconds"],
+            "bdmc_steps": config.steps, "bdmc_chains": config.chains,
+            "bdmc_leapfrog": config.leapfrog}
 
 
 EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
@@ -437,6 +513,14 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in (
                                "mutual_info_points", "mutual_info_samples", "marginal_kl",
                                "marginal_kl_se", "kl_term", "kl_term_se", "surgery_gap",
                                "surgery_gap_se"), _information_applies, _information),
+    Evaluation("ais", ("test_log_px_ais", "test_log_px_ais_stderr", "test_log_px_ais_mc_stderr",
+                       "test_log_px_ais_per_point", "test_log_px_ais_per_point_mc_stderr",
+                       "ais_steps", "ais_chains", "ais_leapfrog", "ais_accept", "ais_seconds"),
+               _annealing_applies("ais"), _ais),
+    Evaluation("bdmc", ("bdmc_points", "bdmc_lower", "bdmc_upper", "bdmc_gap",
+                        "bdmc_lower_mc_stderr", "bdmc_upper_mc_stderr", "bdmc_seconds",
+                        "bdmc_steps", "bdmc_chains", "bdmc_leapfrog"),
+               _annealing_applies("bdmc"), _bdmc),
 )}
 
 

@@ -24,6 +24,7 @@ from pyro_vae.settings import Setting, build_config, check_types, coerce, config
 from pyro_vae.train import TrainConfig
 
 DEFAULT_DATASET = "mnist-5k"
+ESTIMATORS = ("is", "ais", "bdmc")  # of log p(x) in evaluation: pyro_vae.ais
 
 
 @dataclass
@@ -34,12 +35,20 @@ class EvalConfig:
     ``num_samples`` importance samples per test point estimate log p(x) (0 skips the bounds);
     ``iwae_ks`` are the IWAE bounds L_k reported beside it (each must divide ``num_samples``);
     ``seed`` seeds the evaluation, so ``pyro-vae evaluate`` repeats a run's numbers exactly;
-    ``pictures`` draws the run's PNGs."""
+    ``pictures`` draws the run's PNGs. ``estimator`` ``ais`` adds annealed importance
+    sampling of log p(x) (``ais_steps`` temperatures, ``ais_chains`` chains a point, HMC with
+    ``ais_leapfrog`` steps: :mod:`pyro_vae.ais`), ``bdmc`` its bracket on ``bdmc_points``
+    points simulated from the model; the default ``is`` is importance sampling alone."""
 
     num_samples: int = 5000
     iwae_ks: tuple[int, ...] = (5, 50)
     seed: int = 0
     pictures: bool = True
+    estimator: str = "is"
+    ais_steps: int = 500
+    ais_chains: int = 8
+    ais_leapfrog: int = 2
+    bdmc_points: int = 100
 
     def __post_init__(self) -> None:
         from pyro_vae.evaluate import check_num_samples
@@ -54,6 +63,14 @@ class EvalConfig:
         self.iwae_ks = tuple(self.iwae_ks)
         if self.num_samples:  # a bad number fails now, not after training
             check_num_samples(self.num_samples, self.iwae_ks)
+        check_choice("estimator", self.estimator, ESTIMATORS)
+        if self.estimator != "is":
+            from pyro_vae.ais import AISConfig
+
+            AISConfig(self.ais_steps, self.ais_chains, self.ais_leapfrog)
+            if self.bdmc_points < 1:
+                raise ConfigError(f"--bdmc-points must be a whole number >= 1, got "
+                                  f"{self.bdmc_points}")
 
 
 @dataclass

@@ -418,3 +418,21 @@ def test_cli_train_host_fed_on_device(tmp_path, capsys):
     import json
     config = json.loads((tmp_path / "g" / "config.json").read_text())
     assert config["data"]["data_on"] == "host"
+
+
+def test_ais_runs_on_device_without_per_step_host_reads():
+    """AIS (pyro_vae.ais) on the device: its reads of device tensors do not grow with the
+    number of temperatures (no per-step .item())."""
+    from pyro_vae.ais import AISConfig, ais
+
+    reads = {}
+    with simulated_cuda() as mode:
+        opened = build(config("vae"))
+        x = opened.data.test_x[:6]
+        for steps in (4, 12):
+            n0 = len(mode.host_reads)
+            result = ais(opened.model, x, config=AISConfig(steps=steps, chains=2))
+            reads[steps] = len(mode.host_reads) - n0
+            assert isinstance(result.log_px, DeviceTensor)
+            assert np.isfinite(host(result.log_px).numpy()).all()
+    assert reads[4] == reads[12], reads

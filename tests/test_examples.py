@@ -51,6 +51,8 @@ TINY_ARGS = {
                       "--latent-dim", "3", "--hidden", "16", "--num", "3"],
     "vqvae.py": ["--dataset", "digits", "--epochs", "1", "--prior-epochs", "1",
                  "--codebook-size", "8", "--code-dim", "4", "--num", "3"],
+    "ais.py": ["--epochs", "1", "--latent-dim", "2", "--hidden", "16", "--points", "20",
+               "--num-samples", "100", "--ais-steps", "5", "--ais-chains", "2"],
 }
 TRAINS_NOTHING = {"pathwise_vs_score.py", "compare_runs.py"}  # every other example makes runs
 
