@@ -72,6 +72,11 @@ MODEL_HELP = {
     "observed_quadrants": "cvae quadrant task: 1, 2 or 3 observed quadrants",
     "init": "torch (PyTorch's default) or iwae (Glorot weights, zero biases, decoder bias at "
             "the training data's mean pixel, as the IWAE paper's code)",
+    "prior": "vae's p(z): normal, mog (learned mixture), vamp (VampPrior) or flow",
+    "prior_components": "mog components or vamp pseudo-inputs",
+    "flow_steps": "autoregressive steps of the flow prior",
+    "posterior": "vae's q(z|x): diag (Gaussian) or iaf (inverse autoregressive flow)",
+    "iaf_steps": "inverse autoregressive steps of the iaf guide",
 }
 TRAIN_HELP = {
     "epochs": "passes over the training split",
