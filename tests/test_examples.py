@@ -49,6 +49,9 @@ TINY_ARGS = {
                   "--classifier-weights", "histogram:max:0.01"],
     "clustering.py": ["--dataset", "digits", "--epochs", "1", "--pretrain-epochs", "1",
                       "--latent-dim", "3", "--hidden", "16", "--num", "3"],
+    "priors.py": ["--dataset", "digits", "--epochs", "1", "--latent-dim", "2",
+                  "--prior-components", "3", "--num-samples", "50", "--num", "3",
+                  "--variants", "normal,vamp,iaf"],
 }
 TRAINS_NOTHING = {"pathwise_vs_score.py", "compare_runs.py"}  # every other example makes runs
 
