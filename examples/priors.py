@@ -14,7 +14,8 @@ I(x; z) where the run's ``metrics.json`` has it (``mutual_info``), and the paire
 the first variant: the mean over test digits of log p(x) under the variant minus under the
 first, with its standard error over digits (per-digit log p(x) as ``pyro-vae score`` writes it,
 kept in ``--out/NAME/scores.csv``). Writes ``samples.png`` (a row of decoded draws from each
-variant's own prior) in ``--out``.
+variant's own prior) in ``--out``, and with ``--latent-dim 2`` ``latent_density.png`` (each
+prior's density, and one draw of the guide per test digit: the aggregate posterior).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pyro_vae import EvalConfig, RunConfig, TrainConfig, run, set_seed
 from pyro_vae.cli import run_script
 from pyro_vae.errors import ConfigError
 from pyro_vae.outliers import score_run, write_scores
-from pyro_vae.plots import save_grid
+from pyro_vae.plots import plt, save_figure, save_grid
 from pyro_vae.runner import open_run
 
 VARIANTS = {"normal": {}, "mog": {"prior": "mog"}, "vamp": {"prior": "vamp"},
@@ -63,6 +64,23 @@ def _log_px(folder: Path, dataset: str, num_samples: int) -> torch.Tensor:
         return torch.tensor([float(r["log_px"]) for r in csv.DictReader(f)], dtype=torch.float64)
 
 
+@torch.no_grad()
+def save_latent_density(runs: dict, path: Path, lim: float = 4.0, n: int = 200) -> Path:
+    """With 2 latent dimensions: each variant's prior density p(z) on a grid (shaded), and one
+    draw z ~ q(z | x) per test digit (dots: a sample of the aggregate posterior)."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.2), squeeze=False)
+    t = torch.linspace(-lim, lim, n)
+    grid = torch.stack(torch.meshgrid(t, t, indexing="xy"), -1).reshape(-1, 2)
+    for ax, (name, opened) in zip(axes[0], runs.items(), strict=True):
+        model, x = opened.model, opened.data.test_x
+        log_p = model.prior_dist(x[:1]).log_prob(grid.to(x)).reshape(n, n).cpu()
+        z = model.q(x).sample().cpu()
+        ax.imshow(log_p.exp(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="Blues")
+        ax.scatter(z[:, 0], z[:, 1], s=2, c="tab:red", alpha=0.5)
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=f"{name}: p(z), z ~ q(z|x)")
+    return save_figure(fig, path)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist-5k")
@@ -85,7 +103,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise ConfigError(f"--variants takes names from {', '.join(VARIANTS)}, got "
                           f"{args.variants!r}")
 
-    rows, sample_rows, reference = [], [], None
+    rows, sample_rows, reference, runs = [], [], None, {}
     for name in names:
         config = RunConfig.for_model(
             "vae", dataset=args.dataset, latent_dim=args.latent_dim,
@@ -93,6 +111,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             train=TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device),
             eval=EvalConfig(num_samples=args.num_samples))
         opened, metrics = _opened_or_trained(config, args.out / name)
+        runs[name] = opened
         log_px = _log_px(args.out / name, args.dataset, args.num_samples)
         reference = log_px if reference is None else reference
         diff = log_px - reference
@@ -110,6 +129,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      "better": float((diff > 0).double().mean())})
     args.out.mkdir(parents=True, exist_ok=True)
     save_grid(torch.cat(sample_rows), args.out / "samples.png", nrow=args.num)
+    if args.latent_dim == 2:
+        save_latent_density(runs, args.out / "latent_density.png")
     print(f"{'variant':<8} {'prior':<6} {'guide':<5} {'log p(x)':>14} {'ELBO':>8} {'gap':>5} "
           f"{'active':>6} {'I(x;z)':>6} {f'vs {names[0]} per digit':>21} {'higher':>6}")
     for r in rows:
