@@ -87,6 +87,7 @@ def test_iaf_guide_density_is_the_change_of_variables_and_starts_as_the_diagonal
     torch.manual_seed(2)
     torch.testing.assert_close(z_iaf, base.sample())
     torch.testing.assert_close(model.q(x).log_prob(z0.clone()), base.log_prob(z0).sum(-1))
+    torch.testing.assert_close(model.posterior.point(loc, scale, h), loc)
     # trained away from it: log q(z_T) = log N(z_0) - sum_t sum_i log s_t, by hand
     _perturb_(model.posterior, 0.3)
     zt, log_det = z0, 0.0
@@ -96,6 +97,8 @@ def test_iaf_guide_density_is_the_change_of_variables_and_starts_as_the_diagonal
         zt = torch.exp(log_scale) * zt + mean
         log_det = log_det + log_scale.sum(-1)
     expected = base.log_prob(z0).sum(-1) - log_det
+    point = model.posterior.point(z0, scale, h)  # reconstructions decode the flowed mean
+    torch.testing.assert_close(point, zt)
     q = model.q(x)
     # at a fresh copy (no cached inverse): Pyro inverts the steps one dimension at a time
     torch.testing.assert_close(q.log_prob(zt.detach().clone()), expected.detach(),

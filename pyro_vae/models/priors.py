@@ -184,6 +184,10 @@ class DiagonalPosterior(nn.Module):
     def dist(self, loc: torch.Tensor, scale: torch.Tensor) -> dist.TorchDistribution:
         return dist.Normal(loc, scale).to_event(1)
 
+    def point(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The code that reconstructions decode: the mean."""
+        return loc
+
 
 class ContextHead(nn.Module):
     """``x -> (loc, scale, h)``: a diagonal Gaussian and a context vector ``h`` of
@@ -220,6 +224,12 @@ class IAFPosterior(nn.Module):
              h: torch.Tensor) -> dist.TorchDistribution:
         return dist.TransformedDistribution(dist.Normal(loc, scale).to_event(1),
                                             [f.condition(h) for f in self.flows])
+
+    def point(self, loc: torch.Tensor, scale: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The code that reconstructions decode: the base mean through the flow."""
+        for f in self.flows:
+            loc = f.condition(h)(loc)
+        return loc
 
 
 def make_encoder(posterior: nn.Module, arch: str, data_shape, hidden, latent_dim: int,

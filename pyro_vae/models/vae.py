@@ -152,7 +152,9 @@ class VAE(PixelLikelihood, LatentModel):
 
     @torch.no_grad()
     def reconstruct(self, x, y=None):
-        return self.decode(self.encoder(x)[0])
+        """The likelihood's mean at the guide's point code (the mean; an IAF's base mean
+        through its steps)."""
+        return self.decode(self.posterior.point(*self.encoder(x)))
 
     def check_data(self, x, what="data"):
         super().check_data(x, what)
