@@ -78,11 +78,16 @@ MODEL_HELP = {
     "commitment": "vqvae: beta of the commitment term",
     "codebook_update": "vqvae: loss (the codebook term) or ema (moving averages)",
     "ema_decay": "vqvae --codebook-update ema: the moving averages' decay",
-    "prior": "vqvae: p(z), uniform codes or pixelcnn (the prior stage)",
+    "prior": ("p(z): vae: normal, mog (learned mixture), vamp (VampPrior) or flow; "
+              "vqvae: uniform codes or pixelcnn (the prior stage)"),
     "prior_epochs": "vqvae: fit a PixelCNN prior on the codes for N epochs afterwards, "
                     "into OUT/prior (0: none)",
     "prior_channels": "vqvae: channels of the PixelCNN prior",
     "prior_layers": "vqvae: masked convolutions of the PixelCNN prior",
+    "prior_components": "mog components or vamp pseudo-inputs",
+    "flow_steps": "autoregressive steps of the flow prior",
+    "posterior": "vae's q(z|x): diag (Gaussian) or iaf (inverse autoregressive flow)",
+    "iaf_steps": "inverse autoregressive steps of the iaf guide",
 }
 TRAIN_HELP = {
     "epochs": "passes over the training split",

@@ -94,6 +94,13 @@ def _site_mean(fn, value: torch.Tensor) -> torch.Tensor:
     return value.to(mean.dtype) if bool(torch.isnan(mean).any()) else mean
 
 
+def _has_mean(fn) -> bool:
+    try:
+        return fn.mean is not None
+    except NotImplementedError:
+        return False
+
+
 @torch.no_grad()
 def latent_usage(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
                  batch_size: int = 1000, kl_samples: int = 16) -> LatentUsage:
@@ -103,7 +110,7 @@ def latent_usage(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = N
     (``Independent`` wrappers of a family ``torch.distributions.kl_divergence`` knows);
     otherwise each site contributes one entry, its total KL estimated by ``kl_samples`` draws.
     """
-    means, kls, per_dim, sites = [], [], True, []
+    means, kls, per_dim, sites, drawn = [], [], True, [], False
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size]
         yb = None if y is None else y[start:start + batch_size]
@@ -113,6 +120,7 @@ def latent_usage(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = N
             p_site = model_trace.nodes[name]
             q, p = q_site["fn"], p_site["fn"]
             m_batch.append(_site_mean(q, q_site["value"]).reshape(xb.shape[0], -1))
+            drawn = drawn or not _has_mean(q)
             try:
                 kl = kl_divergence(q.base_dist, p.base_dist)
                 kl = kl.reshape(xb.shape[0], -1)
@@ -126,6 +134,12 @@ def latent_usage(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = N
         means.append(torch.cat(m_batch, 1))
         kls.append(torch.cat(k_batch, 1))
     means_all = torch.cat(means)
+    if drawn:  # a guide without a closed-form mean (a flow): Cov_x of two independent
+        # averages of draws, whose noise (the posterior's spread / draws) does not correlate
+        a, b = (torch.cat([m[name] for name in sites], 1)
+                for m in (_guide_means(model, x, y, batch_size, MEAN_PARTICLES) for _ in "ab"))
+        variance = ((a - a.mean(0)) * (b - b.mean(0))).sum(0) / (a.shape[0] - 1)
+        return LatentUsage(variance, torch.cat(kls).mean(0), per_dim, sites)
     if len(sites) > 1:  # E_q[z_s] of a site below another one: average over draws above it
         marginal = _guide_means(model, x, y, batch_size, MEAN_PARTICLES)
         means_all = torch.cat([marginal[name] for name in sites], 1)

@@ -39,6 +39,9 @@ SETTINGS = {"vae": TINY, "ae": TINY, "dae": TINY, "cvae": TINY,
 SETTINGS["vqvae"] = {"codebook_size": 8, "code_dim": 4, "prior_channels": 8, "prior_layers": 2}
 DATASET = {"linear": "linear-gaussian", "gmm": "gmm-2d"}
 EVAL = {"num_samples": 10, "iwae_ks": (5,), "pictures": False}
+VAE_VARIANTS = {"mog": {"prior": "mog", "prior_components": 3},  # vae's priors and guides
+                "vamp": {"prior": "vamp", "prior_components": 3}, "flow": {"prior": "flow"},
+                "iaf": {"posterior": "iaf"}}
 
 
 def config(model: str, device: str = "cuda", settings=None, **train) -> RunConfig:
@@ -276,6 +279,8 @@ def _step_reads(cfg: RunConfig, steps: int = 3) -> list:
     pytest.param("vae", {"objective": "trace",
                          "settings": {**SETTINGS["vae"], "likelihood": "logistic"}},
                  id="vae-logistic"),
+    *[pytest.param("vae", {"objective": "trace", "settings": {**SETTINGS["vae"], **extra}},
+                   id=f"vae-{key}") for key, extra in VAE_VARIANTS.items()],
 ])
 def test_fast_engine_steps_do_not_read_the_device(name, train):
     reads = _step_reads(config(name, **train))
@@ -436,3 +441,17 @@ def test_ais_runs_on_device_without_per_step_host_reads():
             assert isinstance(result.log_px, DeviceTensor)
             assert np.isfinite(host(result.log_px).numpy()).all()
     assert reads[4] == reads[12], reads
+
+
+@ENGINES
+@pytest.mark.parametrize("key", list(VAE_VARIANTS))
+def test_vae_priors_and_guides_train_evaluate_and_sample_on_device(tmp_path, engine, key):
+    """The learned priors and the IAF guide (pyro_vae/models/priors.py): both engines, the
+    final evaluation and the pictures (samples from the learned prior) on the device."""
+    cfg = config("vae", settings={**SETTINGS["vae"], **VAE_VARIANTS[key]}, engine=engine)
+    cfg = replace(cfg, eval=replace(cfg.eval, pictures=True))
+    with simulated_cuda():
+        result = run(cfg, tmp_path / "r", progress=False)
+        assert result.metrics["device"].startswith("cuda") and on_device(result.run.model)
+        assert np.isfinite(result.metrics["test_log_likelihood"])
+        assert (tmp_path / "r" / "samples.png").is_file()

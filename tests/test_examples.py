@@ -53,6 +53,9 @@ TINY_ARGS = {
                  "--codebook-size", "8", "--code-dim", "4", "--num", "3"],
     "ais.py": ["--epochs", "1", "--latent-dim", "2", "--hidden", "16", "--points", "20",
                "--num-samples", "100", "--ais-steps", "5", "--ais-chains", "2"],
+    "priors.py": ["--dataset", "digits", "--epochs", "1", "--latent-dim", "2",
+                  "--prior-components", "3", "--num-samples", "50", "--num", "3",
+                  "--variants", "normal,vamp,iaf"],
 }
 TRAINS_NOTHING = {"pathwise_vs_score.py", "compare_runs.py"}  # every other example makes runs
 

@@ -46,20 +46,10 @@ from torch.nn import functional as F
 from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.likelihoods import LIKELIHOODS, PixelLikelihood, decoder_outputs
+from pyro_vae.models.priors import LatentMixture
 from pyro_vae.nn import Decoder, GaussianEncoder, check_network
 
 PRETRAIN = ("vae", "ae")
-
-
-
-class LatentMixture(dist.MixtureSameFamily):
-    """A ``MixtureSameFamily`` of diagonal Gaussians whose support is the components' (R^d):
-    torch has no transform for ``MixtureSameFamilyConstraint``, so Pyro's NUTS
-    (``pyro-vae diagnose``) could not map the mixture's support to unconstrained space."""
-
-    @property
-    def support(self):
-        return self.component_distribution.support
 
 
 @dataclass
