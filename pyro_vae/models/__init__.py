@@ -15,6 +15,7 @@ from pyro_vae.models.autoencoder import Autoencoder, DenoisingAutoencoder, Spars
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.bernoulli import BernoulliConfig, BernoulliLatent
 from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.dbvae import DBVAE
 from pyro_vae.models.gmm import GMM, GMMConfig
 from pyro_vae.models.hierarchical import HierarchicalVAE
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
@@ -38,6 +39,7 @@ MODELS.update({
     "stacked": StackedAutoencoder,
     "vade": VaDE,
     "ssvae": SSVAE,
+    "dbvae": DBVAE,
 })
 
 
@@ -66,4 +68,5 @@ __all__ = ["MODELS", "LatentModel", "ModelRef", "VAE", "VAEConfig", "LinearGauss
            "LinearGaussianConfig", "available", "build_model", "get_model_class", "make_model",
            "register_model", "resolve", "BernoulliLatent", "BernoulliConfig", "GMM",
            "GMMConfig", "Autoencoder", "DenoisingAutoencoder", "HierarchicalVAE", "CVAE",
-           "SparseAutoencoder", "StackedAutoencoder", "VaDE", "VaDEConfig", "SSVAE"]
+           "SparseAutoencoder", "StackedAutoencoder", "VaDE", "VaDEConfig", "SSVAE",
+           "DBVAE"]
