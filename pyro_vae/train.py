@@ -38,8 +38,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyro_vae import distributed, objectives
-from pyro_vae import debias
+from pyro_vae import debias, distributed, objectives
 from pyro_vae.annealing import kl_weight, scaled_programs
 from pyro_vae.data import Dataset
 from pyro_vae.debias import RESAMPLE

@@ -95,9 +95,10 @@ class DBVAE(PixelLikelihood, LatentModel):
     # -- the encoder's three heads ----------------------------------------------------------
     def _heads(self, x: torch.Tensor):
         out = self.encoder(x.flatten(1))
-        logits, loc, raw = out.split([self.num_classes, self.config.latent_dim,
-                                      self.config.latent_dim], -1)
-        return logits, loc, F.softplus(raw) + 1e-4
+        c, d = self.num_classes, self.config.latent_dim
+        # slices, not split: an unused piece of a split gets a zero gradient that autograd
+        # makes on the CPU under the device harness (tests/device_harness.py)
+        return out[..., :c], out[..., c:c + d], F.softplus(out[..., c + d:]) + 1e-4
 
     def class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y | x), shape (N, C)."""
