@@ -118,3 +118,22 @@ def test_bad_flags_are_one_line_and_exit_2(flags, says, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and says in err[0], err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_examples_joint_recipe_runs_both_ways(tmp_path):
+    """examples/debias.py --recipe joint, tiny: a uniform and a resampled dbvae run per seed,
+    the thinned class found as the rarest one, accuracies in [0, 1]."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "debias.py"
+    spec = importlib.util.spec_from_file_location("example_debias_joint", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rows = example.main(["--recipe", "joint", "--keep", "0.3", "--thin-class", "8", "--epochs",
+                         "1", "--latent-dim", "2", "--hidden", "16", "--seeds", "0",
+                         "--out", str(tmp_path / "out")])
+    assert [r["minibatches"] for r in rows] == ["uniform", "histogram alpha 0.1"]
+    assert rows[0]["share"] == pytest.approx(121 / 3766)
+    assert all(0 <= r["class_accuracy"] <= 1 and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert (tmp_path / "out" / "joint-histogram-seed0" / "history.csv").is_file()
