@@ -44,12 +44,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyro_vae import EvalConfig, RunConfig, TrainConfig, run
+from pyro_vae import EvalConfig, RunConfig, TrainConfig, open_run, run
 from pyro_vae.classifier import accuracy, train_classifier
 from pyro_vae.cli import run_script
 from pyro_vae.data import load_dataset
 from pyro_vae.debias import LatentDensitySampler, effective_sample_size, latent_density_weights
 from pyro_vae.errors import ConfigError
+from pyro_vae.evaluate import latent_means
 from pyro_vae.plots import save_grid
 
 
@@ -107,7 +108,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    "log q(y|x)")
     p.add_argument("--resample", default="histogram", help="joint: histogram or aggregate")
     p.add_argument("--resample-alpha", type=float, default=0.1, help="joint: the weights' alpha")
+    p.add_argument("--explain", type=Path, help="print, for a trained run folder, each class's "
+                   "share of the training points, its total weight under the run's histogram "
+                   "weights (--bins, --resample-alpha) and where its codes lie; nothing else")
     args = p.parse_args(argv)
+    if args.explain is not None:
+        return explain(args.explain, args.bins, args.resample_alpha)
 
     x, y = thinned_training_set(args.thin_class, args.keep, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -174,6 +180,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{name:<26} {statistics.mean(c):>12.3f} {_sd(c):>9.3f} "
               f"{statistics.mean(a):>12.3f} {_sd(a):>9.3f}")
         rows.append({"classifier": name, "class_accuracy": list(c), "accuracy": list(a)})
+    return rows
+
+
+def explain(folder: Path, bins: int, alpha: float) -> list[dict]:
+    """Per class of a trained run's training split: share of the points, total weight under the
+    histogram-product weights of its latent means, mean distance of its codes to the centroid
+    of all codes, mean per-dimension sd of its codes."""
+    opened = open_run(folder)
+    model, data = opened.model.eval(), opened.data
+    x, y = data.train_eval_x(), data.train_y.cpu()
+    w = latent_density_weights(model, x, bins=bins, alpha=alpha)
+    mu = latent_means(model, x).cpu()
+    centre = mu.mean(0)
+    rows = []
+    print(f"{folder}: histogram product, alpha {alpha:g}, {bins} bins")
+    print(f"{'class':>5} {'share of points':>16} {'total weight':>13} {'to centroid':>12} "
+          f"{'sd per dim':>11}")
+    for c in torch.unique(y).tolist():
+        k = y == c
+        rows.append({"class": c, "share": k.double().mean().item(),
+                     "weight": w[k].sum().item(),
+                     "distance": (mu[k] - centre).norm(dim=1).mean().item(),
+                     "sd": mu[k].std(0).mean().item()})
+        r = rows[-1]
+        print(f"{c:>5} {r['share']:>16.2%} {r['weight']:>13.2%} {r['distance']:>12.2f} "
+              f"{r['sd']:>11.2f}")
     return rows
 
 

@@ -137,3 +137,7 @@ def test_the_examples_joint_recipe_runs_both_ways(tmp_path):
     assert rows[0]["share"] == pytest.approx(121 / 3766)
     assert all(0 <= r["class_accuracy"] <= 1 and 0 <= r["accuracy"] <= 1 for r in rows)
     assert (tmp_path / "out" / "joint-histogram-seed0" / "history.csv").is_file()
+    explained = example.main(["--explain", str(tmp_path / "out" / "joint-none-seed0")])
+    assert [r["class"] for r in explained] == list(range(10))
+    assert sum(r["weight"] for r in explained) == pytest.approx(1.0)
+    assert explained[8]["share"] == pytest.approx(121 / 3766)
