@@ -69,6 +69,7 @@ MODEL_HELP = {
     "task": "cvae: label (generate by class) or quadrants (complete an image)",
     "num_classes": "number of classes (cvae label task, ssvae)",
     "aux_weight": "ssvae: weight of log q(y|x) on each labelled point (Kingma's alpha / N_l)",
+    "class_weight": "dbvae: weight of log q(y|x) on each labelled point (the paper's 1/c)",
     "observed_quadrants": "cvae quadrant task: 1, 2 or 3 observed quadrants",
     "init": "torch (PyTorch's default) or iwae (Glorot weights, zero biases, decoder bias at "
             "the training data's mean pixel, as the IWAE paper's code)",
@@ -110,6 +111,10 @@ TRAIN_HELP = {
     "cuda_graphs": ("capture the fast engine's step as a CUDA graph and replay it (CUDA only; "
                     "where it cannot, one log line says why and steps run eagerly; "
                     "docs/devices.md)"),
+    "resample": ("DB-VAE's adaptive resampling: none, histogram or aggregate (each epoch drawn "
+                 "by latent-density weights of the model at its start)"),
+    "resample_alpha": "alpha of the resampling weights 1/(density + alpha): large is uniform",
+    "resample_bins": "histogram bins per latent dimension of --resample histogram",
 }
 
 

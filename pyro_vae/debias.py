@@ -21,21 +21,33 @@ in proportion to the weights (like ``torch.utils.data.WeightedRandomSampler``);
 :func:`resampled` returns a :class:`~pyro_vae.data.Dataset` whose :meth:`permutation` is that
 sampler's, so :meth:`Dataset.batches` and the training loop (:func:`pyro_vae.train.train`)
 draw reweighted minibatches with no other change.
+
+Adaptive resampling (the DB-VAE's training, ``TrainConfig.resample``, ``pyro-vae train dbvae
+--resample histogram``): :func:`adaptive` wraps the training data in an
+:class:`AdaptiveResampledDataset` whose :meth:`~AdaptiveResampledDataset.permutation` -- called
+once at the start of every epoch by :meth:`Dataset.batches` -- recomputes the weights from the
+latent means of the training points under the model as it is *now* and draws the epoch's
+indices by them from torch's global CPU generator (the run's seeded generator, saved in every
+checkpoint), so a resumed run draws the same epochs. :class:`ResamplingRecord` adds to each
+epoch's record the weights' effective sample size and the share of the rarest class among the
+drawn indices (when the data have labels).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
 from pyro_vae.data import Dataset
 from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.evaluate import latent_means
+from pyro_vae.hooks import Hook
 from pyro_vae.models.base import LatentModel
 
 METHODS = ("histogram", "aggregate")
+RESAMPLE = ("none", *METHODS)  # TrainConfig.resample
 COMBINE = ("product", "max")
 
 
@@ -151,6 +163,91 @@ def resampled(data: Dataset, weights: torch.Tensor) -> ResampledDataset:
     return ResampledDataset(**kept, sampler=LatentDensitySampler(weights, data.num_train))
 
 
+@dataclass
+class AdaptiveResampledDataset(Dataset):
+    """A :class:`Dataset` whose every epoch is drawn by weights recomputed from ``model``'s
+    latent means of the training points at the start of that epoch (DB-VAE's training)."""
+
+    model: LatentModel | None = field(default=None, repr=False, compare=False)
+    method: str = "histogram"
+    bins: int = 10
+    alpha: float = 0.01
+    combine: str = "product"
+    weights: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    drawn: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def current_weights(self) -> torch.Tensor:
+        """The weights of the training points under the model as it is now (CPU, double)."""
+        model = self.model
+        was_training = model.training
+        y = self.train_y if model.is_conditional else None
+        try:
+            return latent_density_weights(model, self.train_eval_x(), y, method=self.method,
+                                          bins=self.bins, alpha=self.alpha,
+                                          combine=self.combine)
+        finally:
+            model.train(was_training)
+
+    def permutation(self) -> torch.Tensor:
+        """This epoch's indices: ``num_train`` draws with replacement by the current weights,
+        from torch's global CPU generator (as :meth:`Dataset.permutation`)."""
+        self.weights = self.current_weights()
+        self.drawn = torch.multinomial(self.weights, self.num_train, replacement=True)
+        return self.drawn
+
+
+def adaptive(data: Dataset, model: LatentModel, method: str = "histogram", bins: int = 10,
+             alpha: float = 0.01, combine: str = "product") -> AdaptiveResampledDataset:
+    """``data`` with each epoch drawn by the latent-density weights of ``model`` at that
+    epoch's start (see the module docstring)."""
+    check_choice("method", method, METHODS)
+    check_choice("combine", combine, COMBINE)
+    check_positive("bins", bins)
+    if alpha <= 0:
+        raise ConfigError(f"alpha must be positive, got {alpha}")
+    kept = {f.name: getattr(data, f.name) for f in fields(Dataset)}
+    return AdaptiveResampledDataset(**kept, model=model, method=method, bins=bins, alpha=alpha,
+                                    combine=combine)
+
+
+def training_data(data: Dataset, model: LatentModel, config) -> tuple[Dataset, list[Hook]]:
+    """What :func:`pyro_vae.train.train` trains on under ``config`` (a ``TrainConfig``):
+    ``data`` itself, or with ``config.resample`` set its adaptive resampling and the hook
+    that records it."""
+    if config.resample == "none":
+        return data, []
+    return (adaptive(data, model, config.resample, config.resample_bins, config.resample_alpha),
+            [ResamplingRecord()])
+
+
+class ResamplingRecord(Hook):
+    """Adds to each epoch's record ``resample_ess`` (Kish's effective sample size of the
+    epoch's weights) and, for labelled data, ``resample_rarest_class`` (the class with the
+    fewest training points), its ``resample_rarest_weight`` (total weight: the expected share)
+    and ``resample_rarest_share`` (its share of the epoch's drawn indices)."""
+
+    def __init__(self) -> None:
+        self.rarest: torch.Tensor | None = None
+        self.label: int | None = None
+
+    def on_epoch_end(self, state, record: dict) -> None:
+        data = state.data
+        if getattr(data, "weights", None) is None:
+            return
+        record["resample_ess"] = effective_sample_size(data.weights)
+        if data.train_y is None:
+            return
+        if self.rarest is None:
+            y = data.train_y.cpu().long()
+            counts = torch.bincount(y[y >= 0])
+            counts[counts == 0] = len(y) + 1  # classes without points are not the rarest
+            self.label = int(counts.argmin())
+            self.rarest = y == self.label
+        record["resample_rarest_class"] = self.label
+        record["resample_rarest_weight"] = data.weights[self.rarest].sum().item()
+        record["resample_rarest_share"] = self.rarest[data.drawn].double().mean().item()
+
+
 def _codes(codes: torch.Tensor) -> torch.Tensor:
     if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or not len(codes):
         shown = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
@@ -164,5 +261,6 @@ def _normalized(log_w: torch.Tensor) -> torch.Tensor:
     return torch.softmax(log_w, 0)
 
 
-__all__ = ["COMBINE", "METHODS", "LatentDensitySampler", "ResampledDataset", "aggregate_weights",
+__all__ = ["COMBINE", "METHODS", "RESAMPLE", "AdaptiveResampledDataset", "LatentDensitySampler",
+           "ResamplingRecord", "adaptive", "training_data", "ResampledDataset", "aggregate_weights",
            "effective_sample_size", "histogram_weights", "latent_density_weights", "resampled"]

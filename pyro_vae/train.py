@@ -38,9 +38,10 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyro_vae import distributed, objectives
+from pyro_vae import debias, distributed, objectives
 from pyro_vae.annealing import kl_weight, scaled_programs
 from pyro_vae.data import Dataset
+from pyro_vae.debias import RESAMPLE
 from pyro_vae.engine import ENGINES, LR_SCHEDULES, lr_factor, make_stepper
 from pyro_vae.errors import (
     ConfigError,
@@ -90,6 +91,11 @@ class TrainConfig:
     engine: str = "fast"  # fast or svi, see pyro_vae.engine
     lr_schedule: str = "constant"  # constant or iwae (Burda et al.'s 3^i epochs per stage)
     cuda_graphs: bool = False  # capture the fast engine's step on CUDA (pyro_vae.graphs)
+    # DB-VAE's adaptive resampling (pyro_vae.debias): each epoch drawn by latent-density
+    # weights recomputed from the model at the epoch's start; none, histogram or aggregate
+    resample: str = "none"
+    resample_alpha: float = 0.01
+    resample_bins: int = 10
 
     def __post_init__(self) -> None:
         check_types(self, "train")  # TrainConfig(lr="0.1") is an error, not a TypeError later
@@ -105,6 +111,9 @@ class TrainConfig:
         check_choice("baseline", self.baseline, BASELINES)
         check_choice("engine", self.engine, ENGINES)
         check_choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("resample", self.resample, RESAMPLE)
+        check_positive("resample-alpha", self.resample_alpha, integer=False)
+        check_positive("resample-bins", self.resample_bins)
         check_number("beta", self.beta, minimum=0)
         if self.kl_warmup_epochs < 0:
             raise ConfigError(f"kl-warmup-epochs must be a whole number >= 0, got "
@@ -237,6 +246,8 @@ def _train(model: LatentModel, data: Dataset, config: TrainConfig, spec, run: Ru
     if config.cuda_graphs:
         stepper = _captured(stepper, model_fn, guide_fn, elbo, config, data, kl_scale)
     hooks = default_hooks(run) if hooks is None else list(hooks)
+    data, resampling_hooks = debias.training_data(data, model, config)  # --resample
+    hooks += resampling_hooks
     data_parallel = distributed.world() > 1
     if data_parallel:
         _check_data_parallel(stepper, config, data)

@@ -35,7 +35,8 @@ SETTINGS = {"vae": TINY, "ae": TINY, "dae": TINY, "cvae": TINY,
             "hvae": {"latent_dims": (2, 2), "hidden": (16, 16)},
             "bernoulli": {"latent_dim": 4}, "linear": {}, "gmm": {}, "sae": TINY,
             "stacked": {"latent_dim": 2, "hidden": (16, 8), "stage": 2},
-            "vade": TINY | {"num_components": 3, "pretrain_epochs": 1}, "ssvae": TINY}
+            "vade": TINY | {"num_components": 3, "pretrain_epochs": 1}, "ssvae": TINY,
+            "dbvae": TINY}
 SETTINGS["vqvae"] = {"codebook_size": 8, "code_dim": 4, "prior_channels": 8, "prior_layers": 2}
 DATASET = {"linear": "linear-gaussian", "gmm": "gmm-2d"}
 EVAL = {"num_samples": 10, "iwae_ks": (5,), "pictures": False}
@@ -276,6 +277,7 @@ def _step_reads(cfg: RunConfig, steps: int = 3) -> list:
       for o in ("iwae", "vimco", "iwae-dreg")],
     pytest.param("vae", {"objective": "trace", "free_bits": 0.1}, id="vae-free-bits"),
     pytest.param("cvae", {"objective": "trace"}, id="cvae-trace"),
+    pytest.param("dbvae", {"objective": "trace"}, id="dbvae-trace"),
     pytest.param("vae", {"objective": "trace",
                          "settings": {**SETTINGS["vae"], "likelihood": "logistic"}},
                  id="vae-logistic"),
@@ -455,3 +457,16 @@ def test_vae_priors_and_guides_train_evaluate_and_sample_on_device(tmp_path, eng
         assert result.metrics["device"].startswith("cuda") and on_device(result.run.model)
         assert np.isfinite(result.metrics["test_log_likelihood"])
         assert (tmp_path / "r" / "samples.png").is_file()
+
+
+def test_adaptive_resampling_on_device_resumes_exactly(tmp_path):
+    """--resample: each epoch's weights from the model's latent means on the device, drawn on
+    the CPU generator; no device tensor mixes with a CPU one, and a resumed run repeats."""
+    resampled = {"resample": "histogram", "resample_alpha": 0.05}
+    with simulated_cuda():
+        straight = run(config("dbvae", epochs=2, **resampled), tmp_path / "a", progress=False)
+        run(config("dbvae", epochs=1, **resampled), tmp_path / "b", progress=False)
+        resumed = resume(tmp_path / "b", epochs=2, progress=False)
+        assert on_device(straight.run.model)
+        assert "resample_rarest_share" in straight.training.history[-1]
+        assert _same(_params(straight.run.model), _params(resumed.run.model))

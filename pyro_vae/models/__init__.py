@@ -15,6 +15,7 @@ from pyro_vae.models.autoencoder import Autoencoder, DenoisingAutoencoder, Spars
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.bernoulli import BernoulliConfig, BernoulliLatent
 from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.dbvae import DBVAE
 from pyro_vae.models.gmm import GMM, GMMConfig
 from pyro_vae.models.hierarchical import HierarchicalVAE
 from pyro_vae.models.linear import LinearGaussian, LinearGaussianConfig
@@ -40,6 +41,7 @@ MODELS.update({
     "vade": VaDE,
     "ssvae": SSVAE,
     "vqvae": VQVAE,
+    "dbvae": DBVAE,
 })
 
 
@@ -69,4 +71,4 @@ __all__ = ["MODELS", "LatentModel", "ModelRef", "VAE", "VAEConfig", "LinearGauss
            "register_model", "resolve", "BernoulliLatent", "BernoulliConfig", "GMM",
            "GMMConfig", "Autoencoder", "DenoisingAutoencoder", "HierarchicalVAE", "CVAE",
            "SparseAutoencoder", "StackedAutoencoder", "VaDE", "VaDEConfig", "SSVAE", "VQVAE",
-           "VQVAEConfig"]
+           "VQVAEConfig", "DBVAE"]
