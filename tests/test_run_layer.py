@@ -28,7 +28,9 @@ def test_run_config_round_trips_through_json():
     again = RunConfig.from_json(json.loads(json.dumps(config.to_json())))
     assert again == config
     assert again.model_config == {**{"activation": "relu", "likelihood": "bernoulli",
-                                     "arch": "mlp", "init": "torch"},
+                                     "arch": "mlp", "init": "torch", "prior": "normal",
+                                     "prior_components": 50, "flow_steps": 2,
+                                     "posterior": "diag", "iaf_steps": 2},
                                   "latent_dim": 3, "hidden": [16]}
     assert again.model_settings().hidden == (16,)  # typed by the config dataclass
     assert RunConfig.for_model("gmm", dataset="gmm-2d").train.objective == "enum"
