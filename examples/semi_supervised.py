@@ -12,7 +12,11 @@ class (``--label-seed s``: the labelled points change with the seed too) and:
 * **M1**: a plain ``vae`` trained without labels on every training image (run folder
   ``--out/vae-s``), the same classifiers on the guide's means of the labelled points;
 * **M2**: the ``ssvae`` trained on the labelled and unlabelled points together (``--out/m2-s``),
-  its own classifier q(y | x) (``test_accuracy`` of its ``metrics.json``).
+  its own classifier q(y | x) (``test_accuracy`` of its ``metrics.json``);
+* **M1+M2**: the ``ssvae`` with a Gaussian likelihood trained on M1's codes
+  (:func:`pyro_vae.semi_supervised.export_codes` writes them to ``--out/codes-s.npz`` with the
+  vae's own split; the same labelled points), its q(y | z1) (``--out/m1m2-s``; settings
+  ``--m1m2-*``).
 
 All three are scored on the whole test split. Prints the table (each seed, mean and standard
 deviation over the seeds) and writes ``--out/analogies.png`` (M2 of the first seed: each row a
@@ -32,7 +36,7 @@ from pyro_vae import EvalConfig, RunConfig, run
 from pyro_vae.cli import run_script
 from pyro_vae.errors import check_choice
 from pyro_vae.plots import save_class_grid, save_grid
-from pyro_vae.semi_supervised import CLASSIFIERS, latent_accuracy, pixel_accuracy
+from pyro_vae.semi_supervised import CLASSIFIERS, export_codes, latent_accuracy, pixel_accuracy
 
 
 def _config(model: str, args, seed: int, **settings) -> RunConfig:
@@ -42,6 +46,17 @@ def _config(model: str, args, seed: int, **settings) -> RunConfig:
         train={"epochs": args.epochs, "seed": seed, "device": args.device,
                "batch_size": args.batch_size},  # a dict: the model's default objective
         eval=EvalConfig(num_samples=0, pictures=False), **settings)
+
+
+def _m1m2_config(codes: Path, args, seed: int) -> RunConfig:
+    """M2 on the codes: Gaussian likelihood, its own network sizes, the same labelled points."""
+    return RunConfig.for_model(
+        "ssvae", dataset=str(codes), hidden=(args.m1m2_hidden,),
+        latent_dim=args.m1m2_latent_dim, aux_weight=args.m1m2_aux_weight, likelihood="gaussian",
+        data={"labels_per_class": args.labels_per_class, "label_seed": seed},
+        train={"epochs": args.m1m2_epochs or args.epochs, "seed": seed, "device": args.device,
+               "batch_size": args.batch_size},
+        eval=EvalConfig(num_samples=0, pictures=False))
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
@@ -54,6 +69,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--aux-weight", type=float, default=1500.0,
                    help="M2's weight on log q(y|x) of each labelled point")
+    p.add_argument("--m1m2-hidden", type=int, default=256, help="M1+M2: M2's hidden units")
+    p.add_argument("--m1m2-latent-dim", type=int, default=32, help="M1+M2: M2's z2 size")
+    p.add_argument("--m1m2-aux-weight", type=float, default=1500.0,
+                   help="M1+M2: weight on log q(y|z1) of each labelled point")
+    p.add_argument("--m1m2-epochs", type=int, default=0,
+                   help="M1+M2: epochs of M2 on the codes (0: --epochs)")
     p.add_argument("--classifiers", default="logistic,svc",
                    help=f"shallow classifiers of pixels and M1, comma-separated: "
                         f"{', '.join(CLASSIFIERS)}")
@@ -68,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
         check_choice("classifier", kind, CLASSIFIERS)
     table: dict[str, list[float]] = {f"pixels, {k}": [] for k in kinds}
     table |= {f"M1 (vae), {k}": [] for k in kinds} | {"M2 (ssvae) q(y|x)": []}
+    table |= {"M1+M2 q(y|z1)": []}
     for seed in seeds:
         m2 = run(_config("ssvae", args, seed, aux_weight=args.aux_weight),
                  args.out / f"m2-{seed}", progress=False)
@@ -77,6 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
             table[f"pixels, {kind}"].append(pixel_accuracy(data, kind, seed))
             table[f"M1 (vae), {kind}"].append(latent_accuracy(vae.run.model, data, kind, seed))
         table["M2 (ssvae) q(y|x)"].append(m2.metrics["test_accuracy"])
+        codes = export_codes(vae.run, args.out / f"codes-{seed}.npz")
+        m1m2 = run(_m1m2_config(codes, args, seed), args.out / f"m1m2-{seed}", progress=False)
+        table["M1+M2 q(y|z1)"].append(m1m2.metrics["test_accuracy"])
         if seed == seeds[0]:
             model = m2.run.model.eval()
             x = data.test_x[torch.linspace(0, len(data.test_x) - 1, 10).long()]
