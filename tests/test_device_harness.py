@@ -416,3 +416,16 @@ def test_cli_train_host_fed_on_device(tmp_path, capsys):
     import json
     config = json.loads((tmp_path / "g" / "config.json").read_text())
     assert config["data"]["data_on"] == "host"
+
+
+def test_ssvae_on_real_vectors_trains_on_the_device():
+    """M1+M2's setting: the ssvae with a Gaussian likelihood on (N, D) real data, a few labels
+    (its steps read the device inside Pyro's enumeration, pyro/infer/util.py, as the pixel
+    ssvae's do: not checked here)."""
+    cfg = RunConfig.for_model("ssvae", dataset="gmm-2d", eval=EVAL, latent_dim=2, hidden=(16,),
+                              num_classes=3, likelihood="gaussian",
+                              data={"labels_per_class": 5},
+                              train={"epochs": 1, "batch_size": 1024, "device": "cuda"})
+    with simulated_cuda():
+        opened, _ = _train(cfg)
+        assert opened.data.shape == (2,) and opened.data.kind == "real"
