@@ -27,15 +27,17 @@ classes, z ~ p(z)). Each model is a run of the run layer (:func:`pyro_vae.run`).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
 import torch
 
-from pyro_vae import EvalConfig, RunConfig, run
+from pyro_vae import EvalConfig, RunConfig, open_run, run
 from pyro_vae.cli import run_script
-from pyro_vae.errors import check_choice
+from pyro_vae.errors import ConfigError, check_choice
 from pyro_vae.plots import save_class_grid, save_grid
+from pyro_vae.runner import RunResult
 from pyro_vae.semi_supervised import CLASSIFIERS, export_codes, latent_accuracy, pixel_accuracy
 
 
@@ -51,12 +53,26 @@ def _config(model: str, args, seed: int, **settings) -> RunConfig:
 def _m1m2_config(codes: Path, args, seed: int) -> RunConfig:
     """M2 on the codes: Gaussian likelihood, its own network sizes, the same labelled points."""
     return RunConfig.for_model(
-        "ssvae", dataset=str(codes), hidden=(args.m1m2_hidden,),
+        "ssvae", dataset=str(codes.resolve()), hidden=(args.m1m2_hidden,),
         latent_dim=args.m1m2_latent_dim, aux_weight=args.m1m2_aux_weight, likelihood="gaussian",
         data={"labels_per_class": args.labels_per_class, "label_seed": seed},
         train={"epochs": args.m1m2_epochs or args.epochs, "seed": seed, "device": args.device,
                "batch_size": args.batch_size},
         eval=EvalConfig(num_samples=0, pictures=False))
+
+
+def _run(config: RunConfig, out: Path, reuse: bool) -> RunResult:
+    """A new run into ``out``; with ``--reuse``, the finished run already there when it was
+    made with the same model, data and training settings (else one line, exit 2)."""
+    if not (reuse and (out / "metrics.json").is_file()):
+        return run(config, out, progress=False)
+    opened = open_run(out)
+    saved, asked = opened.config.to_json(), config.to_json()
+    for key in ("model", "model_config", "dataset", "data", "train"):
+        if saved.get(key) != asked.get(key):
+            raise ConfigError(f"{out} holds a run of other {key.replace('_', ' ')} settings; "
+                              "drop --reuse or choose another --out")
+    return RunResult(opened, None, json.loads((out / "metrics.json").read_text()))
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
@@ -81,6 +97,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/example-semi-supervised"))
+    p.add_argument("--reuse", action="store_true",
+                   help="take finished runs already in --out (same settings) instead of "
+                        "training them again, e.g. seeds trained by separate commands")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -91,16 +110,16 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     table |= {f"M1 (vae), {k}": [] for k in kinds} | {"M2 (ssvae) q(y|x)": []}
     table |= {"M1+M2 q(y|z1)": []}
     for seed in seeds:
-        m2 = run(_config("ssvae", args, seed, aux_weight=args.aux_weight),
-                 args.out / f"m2-{seed}", progress=False)
-        vae = run(_config("vae", args, seed), args.out / f"vae-{seed}", progress=False)
+        m2 = _run(_config("ssvae", args, seed, aux_weight=args.aux_weight),
+                  args.out / f"m2-{seed}", args.reuse)
+        vae = _run(_config("vae", args, seed), args.out / f"vae-{seed}", args.reuse)
         data = vae.run.data
         for kind in kinds:
             table[f"pixels, {kind}"].append(pixel_accuracy(data, kind, seed))
             table[f"M1 (vae), {kind}"].append(latent_accuracy(vae.run.model, data, kind, seed))
         table["M2 (ssvae) q(y|x)"].append(m2.metrics["test_accuracy"])
         codes = export_codes(vae.run, args.out / f"codes-{seed}.npz")
-        m1m2 = run(_m1m2_config(codes, args, seed), args.out / f"m1m2-{seed}", progress=False)
+        m1m2 = _run(_m1m2_config(codes, args, seed), args.out / f"m1m2-{seed}", args.reuse)
         table["M1+M2 q(y|z1)"].append(m1m2.metrics["test_accuracy"])
         if seed == seeds[0]:
             model = m2.run.model.eval()
