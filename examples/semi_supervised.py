@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
                    help="M2's weight on log q(y|x) of each labelled point")
     p.add_argument("--m1m2-hidden", type=int, default=256, help="M1+M2: M2's hidden units")
     p.add_argument("--m1m2-latent-dim", type=int, default=32, help="M1+M2: M2's z2 size")
-    p.add_argument("--m1m2-aux-weight", type=float, default=1500.0,
+    p.add_argument("--m1m2-aux-weight", type=float, default=300.0,
                    help="M1+M2: weight on log q(y|z1) of each labelled point")
     p.add_argument("--m1m2-epochs", type=int, default=0,
                    help="M1+M2: epochs of M2 on the codes (0: --epochs)")
