@@ -129,3 +129,24 @@ def test_export_refuses_a_file_that_is_not_npz_and_data_without_labels(m1, tmp_p
     with pytest.raises(DataError, match="no labels"):
         export_codes(unlabelled.run, tmp_path / "codes.npz")
     assert not (tmp_path / "codes.npz").exists()
+
+
+def test_the_example_reuses_finished_runs_of_the_same_settings_only(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from pyro_vae.errors import ConfigError
+
+    path = Path(__file__).parent.parent / "examples" / "semi_supervised.py"
+    spec = importlib.util.spec_from_file_location("example_semi_supervised_m1m2", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--dataset", "digits", "--epochs", "1", "--hidden", "8", "--latent-dim", "2",
+            "--seeds", "0", "--labels-per-class", "3", "--m1m2-hidden", "8",
+            "--m1m2-latent-dim", "2", "--classifiers", "logistic", "--out", str(tmp_path)]
+    first = example.main(argv)
+    stamp = (tmp_path / "m1m2-0" / "checkpoint.pt").stat().st_mtime_ns
+    assert example.main(argv + ["--reuse"]) == first  # nothing trained again
+    assert (tmp_path / "m1m2-0" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="other model config settings"):
+        example.main(argv + ["--reuse", "--m1m2-aux-weight", "7"])
