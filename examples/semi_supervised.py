@@ -1,5 +1,5 @@
-"""Semi-supervised classification with N labels per class: raw pixels, M1 and M2 (Kingma et
-al. 2014), over several seeds.
+"""Semi-supervised classification with N labels per class: raw pixels, M1, M2 and M1+M2 (Kingma
+et al. 2014), over several seeds.
 
     python examples/semi_supervised.py                        # mnist-5k, 10 labels per class
     python examples/semi_supervised.py --dataset digits --epochs 2 --seeds 0
@@ -18,7 +18,9 @@ class (``--label-seed s``: the labelled points change with the seed too) and:
   vae's own split; the same labelled points), its q(y | z1) (``--out/m1m2-s``; settings
   ``--m1m2-*``).
 
-All three are scored on the whole test split. Prints the table (each seed, mean and standard
+All are scored on the whole test split. ``--reuse`` takes the finished runs already in
+``--out`` (the same settings) instead of training them again: seeds run as separate commands
+side by side, then one command prints the table. Prints the table (each seed, mean and standard
 deviation over the seeds) and writes ``--out/analogies.png`` (M2 of the first seed: each row a
 test digit, then its style z decoded with every class 0..C-1) and ``--out/classes.png`` (rows:
 classes, z ~ p(z)). Each model is a run of the run layer (:func:`pyro_vae.run`).
