@@ -9,8 +9,9 @@ folders (a leading dot) are skipped. Without
 converts each image (PIL's conversions); None keeps one channel when every image is
 single-channel and three otherwise.
 
-:func:`read_arrays` reads ``x`` (and an optional ``y``) from a ``.npz`` file or ``x`` alone
-from a ``.npy`` file: (N, D) arrays are real-valued data, (N, H, W), (N, C, H, W) and
+:func:`read_arrays` reads ``x`` (and an optional ``y``; ``x_test`` and ``y_test`` for a file
+with its own test split) from a ``.npz`` file or ``x`` alone from a ``.npy`` file: (N, D)
+arrays are real-valued data, (N, H, W), (N, C, H, W) and
 (N, H, W, C) arrays with C in {1, 3} are images, as ``uint8`` 0..255 or floats in [0, 1].
 
 Every problem is a :class:`~pyro_vae.errors.DataError` of one line naming the file.
@@ -159,38 +160,39 @@ def read_folder(folder: Path, *, size: tuple[int, int] | None = None,
     return x, labels, classes
 
 
-def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(x, y or None)`` of a ``.npz`` (arrays ``x``, optional ``y``) or ``.npy`` (``x``)."""
+ARRAY_NAMES = ("x", "y", "x_test", "y_test")  # what a .npz may hold (x required)
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of :data:`ARRAY_NAMES` a ``.npz`` holds (``x`` required; ``x_test`` and
+    ``y_test``: its own test split) or ``{"x": ...}`` of a ``.npy``."""
     try:
         if path.suffix.lower() == ".npy":
-            x, y = np.load(path, allow_pickle=False), None
-        else:
-            with np.load(path, allow_pickle=False) as arrays:
-                if "x" not in arrays.files:
-                    raise DataError(f"{path} has no array 'x' (it holds: "
-                                    f"{', '.join(arrays.files) or 'nothing'}); save the data "
-                                    "as np.savez(path, x=..., y=...)")
-                x = arrays["x"]
-                y = arrays["y"] if "y" in arrays.files else None
+            return {"x": np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays.files:
+                raise DataError(f"{path} has no array 'x' (it holds: "
+                                f"{', '.join(arrays.files) or 'nothing'}); save the data "
+                                "as np.savez(path, x=..., y=...)")
+            return {name: arrays[name] for name in ARRAY_NAMES if name in arrays.files}
     except DataError:
         raise
     except Exception as exc:  # a truncated file, a pickled object array, not numpy at all
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"cannot read {path} ({reason})") from None
-    return x, y
 
 
-def as_points(x: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
+def as_points(x: np.ndarray, path: Path, name: str = "x") -> tuple[np.ndarray, str]:
     """``x`` as ``(points, kind)``: real (N, D) float32, or images (N, C, H, W) kept as
     ``uint8`` or float32 in [0, 1]."""
     if x.dtype.kind not in "uif" or x.dtype == np.bool_:
-        raise DataError(f"{path}: x holds {x.dtype} values; expected numbers")
+        raise DataError(f"{path}: {name} holds {x.dtype} values; expected numbers")
     if x.ndim < 2 or x.shape[0] < 1:
-        raise DataError(f"{path}: x has shape {x.shape}; expected (points, features), "
+        raise DataError(f"{path}: {name} has shape {x.shape}; expected (points, features), "
                         "(points, H, W), (points, C, H, W) or (points, H, W, C)")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))[0])
-        raise DataError(f"{path}: x holds NaN or infinite values (first at point {bad})")
+        raise DataError(f"{path}: {name} holds NaN or infinite values (first at point {bad})")
     if x.ndim == 2:
         return x.astype(np.float32), "real"
     if x.ndim == 3:
@@ -198,30 +200,32 @@ def as_points(x: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
     elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise DataError(f"{path}: x has shape {x.shape}; images need 1 or 3 channels, as "
+        raise DataError(f"{path}: {name} has shape {x.shape}; images need 1 or 3 channels, as "
                         "(points, C, H, W) or (points, H, W, C)")
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x), "image"
     if x.dtype.kind in "iu":
-        raise DataError(f"{path}: x holds {x.dtype} images; save them as uint8 (0..255) or "
+        raise DataError(f"{path}: {name} holds {x.dtype} images; save them as uint8 (0..255) or "
                         "floats in [0, 1]")
     if x.min() < 0 or x.max() > 1:
-        raise DataError(f"{path}: x holds images with values in [{x.min():g}, {x.max():g}]; "
+        raise DataError(f"{path}: {name} holds images with values in [{x.min():g}, {x.max():g}]; "
                         "images need uint8 0..255 or floats in [0, 1]")
     return np.ascontiguousarray(x, dtype=np.float32), "image"
 
 
-def as_labels(y: np.ndarray | None, num: int, path: Path) -> np.ndarray | None:
+def as_labels(y: np.ndarray | None, num: int, path: Path,
+              name: str = "y") -> np.ndarray | None:
     """Labels as int64 0..C-1, checked against ``num`` points."""
     if y is None:
         return None
     y = np.asarray(y).reshape(-1) if np.asarray(y).ndim else np.asarray(y)
     if y.ndim != 1 or len(y) != num:
-        raise DataError(f"{path}: y has {y.size} labels for {num} points; give one per point")
+        raise DataError(f"{path}: {name} has {y.size} labels for {num} points; give one per point")
     if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(y == np.round(y))):
-        raise DataError(f"{path}: y holds {y.dtype} values; labels are whole numbers 0..C-1")
+        raise DataError(f"{path}: {name} holds {y.dtype} values; labels are whole numbers 0..C-1")
     if len(y) and y.min() < 0:
-        raise DataError(f"{path}: y holds a negative label ({int(y.min())}); labels are 0..C-1")
+        raise DataError(f"{path}: {name} holds a negative label ({int(y.min())}); labels are "
+                        "0..C-1")
     return y.astype(np.int64)
 
 

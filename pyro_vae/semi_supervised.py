@@ -8,7 +8,13 @@ Kingma et al. (2014) compare, with N labelled points of each class and the rest 
   mean of the run's guide, :func:`pyro_vae.evaluate.latent_means` (``encode`` for a model
   whose guide is a point mass);
 * **M2**: the semi-supervised VAE (:mod:`pyro_vae.models.ssvae`), whose own classifier
-  q(y | x) ``pyro-vae evaluate`` scores as ``test_accuracy``.
+  q(y | x) ``pyro-vae evaluate`` scores as ``test_accuracy``;
+* **M1+M2** (Kingma's stacked model): M2 trained on M1's codes instead of the pixels, with a
+  Gaussian likelihood: :func:`export_codes` writes a trained run's codes of every training and
+  test point, with all their labels, to an ``.npz`` that keeps the run's split (arrays ``x``,
+  ``y``, ``x_test``, ``y_test``), so ``--dataset codes.npz --labels-per-class N --label-seed s``
+  keeps the labels of the same points as the run's own data with those options
+  (:func:`pyro_vae.data.keep_labels` depends only on the labels and the seed).
 
 The shallow classifier is scikit-learn's :class:`~sklearn.linear_model.LogisticRegression`
 (multinomial, L2 with ``C=1``) or :class:`~sklearn.svm.SVC` (RBF kernel), fitted on the
@@ -20,10 +26,13 @@ images), like the test split.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from pyro_vae.data import Dataset
+from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.errors import DataError, check_choice
 from pyro_vae.evaluate import latent_means
 from pyro_vae.models.base import LatentModel
@@ -82,5 +91,35 @@ def latent_accuracy(model: LatentModel, data: Dataset, kind: str = "logistic",
                          data.test_y, kind, seed)
 
 
-__all__ = ["CLASSIFIERS", "fit_and_score", "labelled_points", "latent_accuracy",
+@torch.no_grad()
+def export_codes(run, path: str | Path, batch_size: int = 1000) -> Path:
+    """Write the codes of a trained run (a :class:`pyro_vae.runner.Run`, e.g. ``run(...).run``
+    or :func:`pyro_vae.runner.open_run`) to the ``.npz`` file ``path``: ``x`` the guide's means
+    (:func:`~pyro_vae.evaluate.latent_means`) of every training point as an evaluation sees it
+    (:meth:`~pyro_vae.data.Dataset.train_eval_x`, as M1 uses them), in the run's order, ``x_test``
+    those of the test split, ``y`` and ``y_test`` all their labels (also the ones the run's
+    ``--labels-per-class`` dropped: a run on the codes drops them again with its own options).
+    Returns the path."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise DataError(f"codes are written to an .npz file, got {path}")
+    data = run.data
+    if data.train_y is None or data.test_y is None:
+        raise DataError(f"data set {data.name} has no labels to export with the codes")
+    full = data
+    if run.config.data.labels_per_class is not None:  # the labels the option dropped
+        full = load_dataset(run.config.dataset, binarize=data.binarize, device="cpu",
+                            options=replace(run.config.data, labels_per_class=None))
+    model = run.model.eval()
+
+    def codes(x: torch.Tensor) -> np.ndarray:
+        return latent_means(model, x, batch_size=batch_size).cpu().numpy().astype(np.float32)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=codes(data.train_eval_x()), y=full.train_y.cpu().numpy(),
+             x_test=codes(data.test_x), y_test=full.test_y.cpu().numpy())
+    return path
+
+
+__all__ = ["CLASSIFIERS", "export_codes", "fit_and_score", "labelled_points", "latent_accuracy",
            "make_classifier", "pixel_accuracy"]

@@ -207,6 +207,21 @@ def _load_folder(path: Path, options: DataConfig) -> RawData:
 
 
 def _load_arrays(path: Path, options: DataConfig) -> RawData:
-    x, y = read_arrays(path)
-    x, kind = as_points(x, path)
-    return _split_raw(x, as_labels(y, len(x), path), kind, str(path))
+    """``x`` (and ``y``) of a ``.npz``/``.npy`` file, split by :func:`split_indices`; or, when
+    the file holds ``x_test`` (and ``y_test``), that split as it is (e.g. the codes
+    :func:`pyro_vae.semi_supervised.export_codes` writes, which keep a run's own split)."""
+    arrays = read_arrays(path)
+    x, kind = as_points(arrays["x"], path)
+    y = as_labels(arrays.get("y"), len(x), path)
+    if "x_test" not in arrays:
+        if "y_test" in arrays:
+            raise DataError(f"{path} holds y_test but no x_test; give both, or neither")
+        return _split_raw(x, y, kind, str(path))
+    x_test, test_kind = as_points(arrays["x_test"], path, "x_test")
+    if test_kind != kind or x_test.shape[1:] != x.shape[1:]:
+        raise DataError(f"{path}: x_test holds points of shape {x_test.shape[1:]} ({test_kind}),"
+                        f" x of shape {x.shape[1:]} ({kind}); they must match")
+    if (y is None) != ("y_test" not in arrays):
+        raise DataError(f"{path}: give labels for both splits (y and y_test) or for neither")
+    return RawData(x, y, x_test, as_labels(arrays.get("y_test"), len(x_test), path, "y_test"),
+                   kind)

@@ -470,3 +470,16 @@ def test_adaptive_resampling_on_device_resumes_exactly(tmp_path):
         assert on_device(straight.run.model)
         assert "resample_rarest_share" in straight.training.history[-1]
         assert _same(_params(straight.run.model), _params(resumed.run.model))
+
+
+def test_ssvae_on_real_vectors_trains_on_the_device():
+    """M1+M2's setting: the ssvae with a Gaussian likelihood on (N, D) real data, a few labels
+    (its steps read the device inside Pyro's enumeration, pyro/infer/util.py, as the pixel
+    ssvae's do: not checked here)."""
+    cfg = RunConfig.for_model("ssvae", dataset="gmm-2d", eval=EVAL, latent_dim=2, hidden=(16,),
+                              num_classes=3, likelihood="gaussian",
+                              data={"labels_per_class": 5},
+                              train={"epochs": 1, "batch_size": 1024, "device": "cuda"})
+    with simulated_cuda():
+        opened, _ = _train(cfg)
+        assert opened.data.shape == (2,) and opened.data.kind == "real"

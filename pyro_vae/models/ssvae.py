@@ -6,6 +6,9 @@ Model::
     z_n ~ N(0, I)
     x_n | y_n, z_n ~ Bernoulli(sigmoid(f([z_n, onehot(y_n)])))     (--likelihood: any entry)
 
+x is an image (C, H, W) or a real vector (D,): with ``--likelihood gaussian`` on the codes of
+an M1 run (:func:`pyro_vae.semi_supervised.export_codes`) it is Kingma's stacked M1+M2.
+
 Guide::
 
     q(y_n | x_n) = Cat(softmax(g(x_n)))                     the classifier
@@ -94,13 +97,12 @@ class SSVAE(PixelLikelihood, LatentModel):
     has_discrete_latents = True
     default_objective = "enum"
     has_classifier = True  # classify(x): evaluate reports the test accuracy of q(y | x)
-    data_kinds = ("image",)
+    data_kinds = ("image", "real")  # images (C, H, W) or real vectors (D,), e.g. M1's codes
 
     def __init__(self, config: SSVAEConfig, data_shape: tuple[int, ...]):
         super().__init__(config, data_shape)
         c = config
-        if len(data_shape) != 3:
-            raise DataError(f"ssvae takes images (C, H, W), got points of shape {data_shape}")
+        self._event_ndim = len(data_shape)
         self.num_classes = c.num_classes
         pixels = int(torch.Size(data_shape).numel())
         for name, param in self.likelihood.parameters(self.data_shape).items():
@@ -153,7 +155,7 @@ class SSVAE(PixelLikelihood, LatentModel):
             prior = x.new_zeros(x.shape[0], self.config.latent_dim)
             z = pyro.sample("z", dist.Normal(prior, torch.ones_like(prior)).to_event(1))
             out = self._decode(z, self._onehot(label))
-            pyro.sample("x", self.likelihood.dist(out, self).to_event(3), obs=x)
+            pyro.sample("x", self.likelihood.dist(out, self).to_event(self._event_ndim), obs=x)
             if known is not None and self.config.aux_weight > 0:
                 log_q = F.log_softmax(self.class_logits(x), -1)
                 hit = log_q.gather(-1, y.clamp(min=0).long().unsqueeze(-1)).squeeze(-1)
