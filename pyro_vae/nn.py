@@ -34,6 +34,17 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def upsampling(chans: list[int], act: str) -> list[nn.Module]:
+    """Transposed convolutions doubling the grid from ``chans[0]`` to ``chans[-1]`` channels,
+    an activation between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True)):
+        layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
+        if i < len(chans) - 2:
+            layers.append(activation(act))
+    return layers
+
+
 class MLP(nn.Sequential):
     """``in -> hidden[0] -> ... -> hidden[-1] -> out`` with an activation between layers."""
 
@@ -139,13 +150,7 @@ class ConvDecoderNet(nn.Module):
         self.start = (channels[-1], _conv_size(out_shape[1], n), _conv_size(out_shape[2], n))
         self.mlp = nn.Sequential(MLP(in_dim, list(reversed(hidden)), math.prod(self.start), act),
                                  activation(act))
-        layers: list[nn.Module] = []
-        chans = [*reversed(channels), out_shape[0]]
-        for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True)):
-            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
-            if i < len(chans) - 2:
-                layers.append(activation(act))
-        self.deconv = nn.Sequential(*layers)
+        self.deconv = nn.Sequential(*upsampling([*reversed(channels), out_shape[0]], act))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
@@ -282,12 +287,8 @@ class ConvGridDecoder(nn.Module):
         super().__init__()
         self.grid, self.out_shape = grid, tuple(out_shape)
         chans = [*reversed(CONV_CHANNELS), out_shape[0]]
-        layers = [nn.Conv2d(code_dim, chans[0], 3, padding=1), activation(act)]
-        for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True)):
-            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
-            if i < len(chans) - 2:
-                layers.append(activation(act))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(nn.Conv2d(code_dim, chans[0], 3, padding=1), activation(act),
+                                 *upsampling(chans, act))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-2]
