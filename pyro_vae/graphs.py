@@ -249,9 +249,9 @@ class CapturedStepper(FastStepper):
         streak = self._streak
         if streak is not None and streak[0] == key and streak[2] >= self.warm_steps:
             return self._capture(key, x, y, num_data)  # this step is the graph's first run
-        return self._eager(x, y, num_data)
+        return self._eager(key, x, y, num_data)
 
-    def _eager(self, x, y, num_data: int) -> torch.Tensor:
+    def _eager(self, key: tuple, x, y, num_data: int) -> torch.Tensor:
         """One eager step, recording its sites and its reads of values back to the host."""
         self.model_sites.sites, self.guide_sites.sites = [], []
         reads = HostReads()
@@ -267,8 +267,7 @@ class CapturedStepper(FastStepper):
         if first or len(pyro.get_param_store()) != store:  # parameters found: traced again
             self._streak = None
             return loss
-        key, sites = self._key(x, y, num_data), (tuple(self.model_sites.sites),
-                                                  tuple(self.guide_sites.sites))
+        sites = (tuple(self.model_sites.sites), tuple(self.guide_sites.sites))
         if self._streak is not None and self._streak[0] == key:
             if self._streak[1] != sites:
                 self._fall_back("the sample sites changed between two steps with the same "
@@ -332,13 +331,9 @@ class CapturedStepper(FastStepper):
 def graph_stepper(model_fn: Callable, guide_fn: Callable, elbo, *, lr: float, eps: float,
                   device: torch.device, signature: Callable[[], tuple] = tuple
                   ) -> CapturedStepper | None:
-    """A :class:`CapturedStepper` where CUDA graphs can apply, else None (with the log line
-    that says why not)."""
+    """A :class:`CapturedStepper` on CUDA, else None (with the log line that says why not)."""
     if device.type != "cuda":
         log.info("CUDA graphs off: the run is on %s, not CUDA; steps run eagerly", device.type)
         return None
-    if distributed.world() > 1:
-        log.info("CUDA graphs off: data-parallel training all-reduces its gradients outside "
-                 "any graph; steps run eagerly")
-        return None
+    # data-parallel training falls back at its first step, with its line (_why_not)
     return CapturedStepper(model_fn, guide_fn, elbo, lr, eps, signature=signature)

@@ -245,12 +245,10 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
 SUMMARY_ORDER = ("epochs", "seconds", "train_elbo", "test_elbo", "test_elbo_bpd", "test_iwae",
                  "test_iwae_bpd", "mig", "test_log_likelihood", "test_log_likelihood_bpd",
                  "active_units", "code_sparsity", "code_mean_abs", "test_cluster_accuracy",
-                 "test_cluster_nmi", "test_accuracy")
-SUMMARY_ORDER += ("codebook_usage", "codebook_perplexity", "test_nll_uniform_prior",
-                  "test_nll_uniform_prior_bpd", "test_nll_learned_prior",
-                  "test_nll_learned_prior_bpd", "test_prior_gain")
-SUMMARY_ORDER += ("mutual_info", "marginal_kl", "kl_term")
-SUMMARY_ORDER += ("test_log_px_ais", "bdmc_lower", "bdmc_upper", "bdmc_gap")  # pyro_vae.ais
+                 "test_cluster_nmi", "test_accuracy", "codebook_usage", "codebook_perplexity",
+                 "test_nll_uniform_prior", "test_nll_uniform_prior_bpd", "test_nll_learned_prior",
+                 "test_nll_learned_prior_bpd", "test_prior_gain", "mutual_info", "marginal_kl",
+                 "kl_term", "test_log_px_ais", "bdmc_lower", "bdmc_upper", "bdmc_gap")
 
 
 def check_keys(metrics: dict) -> None:
