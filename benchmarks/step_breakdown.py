@@ -1,9 +1,17 @@
 """Where pyro_vae's fast step spends its time beside hand-written PyTorch (one CPU thread).
 
 The same model, seed and batches (``benchmarks/speed.py``'s vae-mlp): the whole step of each
-path, then the loss alone (no gradient) and the loss with its backward pass, so the gap splits
-into Pyro's forward machinery (tracing the guide, replaying the model, per-site log
-densities) and the extra backward work it leaves::
+path, then the loss alone (no gradient) and the loss with its backward pass. A third path sits
+between the two: the *same* distribution objects the pair builds (``q(z|x)``, ``p(z)``,
+``p(x|z)``) and the same Monte Carlo ELBO as Trace_ELBO, ``log p(x|z) + log p(z) - log q(z|x)``
+at one draw, computed without Pyro (no tracing, no replay, no param store, no per-site
+bookkeeping). So the gap splits into
+
+* Pyro's machinery: pyro_vae minus that path (tracing the guide, replaying the model,
+  ``pyro.module``'s parameter registration, the traces' per-site log densities and sums);
+* the estimator: that path minus the hand-written loss (two Gaussian log densities and a
+  sampled KL where the hand-written loss has the KL in closed form);
+* the optimizer: whole step minus loss and backward, per path (one fused Adam in both)::
 
     python benchmarks/step_breakdown.py [--batch-size 128] [--steps 60] [--repeats 5]
 """
@@ -14,6 +22,7 @@ import argparse
 import statistics
 import time
 
+import pyro
 import torch
 from speed import MODELS, _batches, torch_loss  # benchmarks/ is first on sys.path
 
@@ -74,6 +83,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             stepper.elbo.differentiable_loss(stepper.model_fn, stepper.guide_fn, x, None,
                                              num_data=n)
 
+    def bare_loss(x):  # the pair's own distributions, Trace_ELBO's estimate, no Pyro
+        q = ours.q(x)
+        z = q.rsample()
+        log_w = (ours._likelihood(ours.decoder(z)).log_prob(x) + ours.prior_dist(x).log_prob(z)
+                 - q.log_prob(z))
+        return -log_w.sum() * (n / x.shape[0])
+
+    def bare_fwd(x):
+        with torch.no_grad():
+            bare_loss(x)
+
+    def bare_backward(x):
+        bare_loss(x).backward()
+        ours.zero_grad(set_to_none=True)
+
+    bare_adam = torch.optim.Adam(ours.parameters(), lr=1e-3, fused=True)
+
+    def bare_step(x):
+        bare_adam.zero_grad(set_to_none=True)
+        bare_loss(x).backward()
+        bare_adam.step()
+
     def our_backward(x):
         stepper.elbo.differentiable_loss(stepper.model_fn, stepper.guide_fn, x, None,
                                          num_data=n).backward()
@@ -83,18 +114,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for x in xs[:5]:  # first steps: parameter discovery, validation, allocator warm-up
         hand_step(x)
         our_step(x)
-    rows = {}
-    for label, a, b in (("whole step", our_step, hand_step),
-                        ("loss, no gradient (forward)", our_loss, hand_loss),
-                        ("loss and backward", our_backward, hand_backward)):
-        rows[label] = (_ms(a, xs, args.repeats), _ms(b, xs, args.repeats))
+    rows = {}  # all without Pyro's and torch's argument validation, as train's steps after
+    # the first run (the bare path trains the same parameters with its own Adam)
+    for label, a, m, b in (("whole step", our_step, bare_step, hand_step),
+                           ("loss, no gradient (forward)", our_loss, bare_fwd, hand_loss),
+                           ("loss and backward", our_backward, bare_backward, hand_backward)):
+        with pyro.validation_enabled(False):
+            rows[label] = tuple(_ms(f, xs, args.repeats) for f in (a, m, b))
+    # the optimizer alone: each path's fused Adam stepping on gradients left by one backward
+    steps = []
+    for backward, opt in ((our_step, stepper.optimizer), (bare_step, bare_adam),
+                          (hand_step, adam)):
+        backward(xs[0])  # leaves this path's gradients in place (zeroed only before a step)
+        steps.append(_ms(lambda x, opt=opt: opt.step(), xs, args.repeats))
+    rows["optimizer step alone"] = tuple(steps)
     print(f"vae-mlp, batch {args.batch_size}, one CPU thread, ms per step (median of "
           f"{args.repeats} x {args.steps} steps)")
-    print("| part | pyro_vae | hand-written, fused Adam | difference | ratio |")
-    print("| --- | --- | --- | --- | --- |")
-    for label, (a, b) in rows.items():
-        print(f"| {label} | {a:.3f} | {b:.3f} | {a - b:+.3f} | {a / b:.3f} |")
-    return {label: a / b for label, (a, b) in rows.items()}
+    print("| part | pyro_vae | same distributions, no Pyro | hand-written, fused Adam "
+          "| Pyro's machinery | the estimator | pyro_vae / hand-written |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, (a, m, b) in rows.items():
+        print(f"| {label} | {a:.3f} | {m:.3f} | {b:.3f} | {a - m:+.3f} | {m - b:+.3f} "
+              f"| {a / b:.3f} |")
+    return {label: a / b for label, (a, m, b) in rows.items()}
 
 
 if __name__ == "__main__":
