@@ -236,3 +236,28 @@ def test_the_scaling_benchmark_prints_its_table(capsys):
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| gloo | 1 | cpu |"))
     assert float(row.split("|")[4].split("[")[0].replace(",", "")) > 0
+
+
+def test_adaptive_resampling_under_two_ranks_is_drawn_by_rank_0(tmp_path):
+    """``--resample``: rank 0 draws each epoch's order (its weights from the model at the
+    epoch's start) and broadcasts it, so only rank 0 records the resampling columns, and the
+    first epoch's draw is the one-process run's: the same initial model gives the same
+    weights, the same CPU generator the same indices (the runs part after that, as each rank
+    draws half of the sampling noise)."""
+    argv = ["train", "dbvae", "--resample", "histogram", "--resample-alpha", "0.05",
+            "--latent-dim", "2", "--epochs", "2", "--batch-size", "64", *COMMON]
+    two = _launch(2, [*argv, "--out", "two"], tmp_path)
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0  # meanwhile
+    _ok(_wait(two))
+    a, b = _checkpoint(tmp_path / "two"), _checkpoint(tmp_path / "one")
+    assert a["world"] == 2 and a["epoch"] == b["epoch"] == 2
+    cols = ("resample_ess", "resample_rarest_class", "resample_rarest_weight",
+            "resample_rarest_share")
+    for record in a["history"]:
+        assert all(record[c] is not None for c in cols), record
+        assert 1.0 <= record["resample_ess"] <= 1497  # of digits' 1,497 training points
+    first_a, first_b = a["history"][0], b["history"][0]
+    for c in cols:
+        assert first_a[c] == pytest.approx(first_b[c], rel=1e-9), c
+    # the draw is not uniform: some points weigh more than others
+    assert first_a["resample_ess"] < 1497 * 0.99
