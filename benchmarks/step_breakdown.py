@@ -11,7 +11,7 @@ bookkeeping). So the gap splits into
   ``pyro.module``'s parameter registration, the traces' per-site log densities and sums);
 * the estimator: that path minus the hand-written loss (two Gaussian log densities and a
   sampled KL where the hand-written loss has the KL in closed form);
-* the optimizer: whole step minus loss and backward, per path (one fused Adam in both)::
+* the optimizer: each path's fused Adam timed alone on the gradients of one step::
 
     python benchmarks/step_breakdown.py [--batch-size 128] [--steps 60] [--repeats 5]
 """
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for x in xs[:5]:  # first steps: parameter discovery, validation, allocator warm-up
         hand_step(x)
         our_step(x)
-    rows = {}  # all without Pyro's and torch's argument validation, as train's steps after
-    # the first run (the bare path trains the same parameters with its own Adam)
+    rows = {}  # all without Pyro's and torch's argument validation, as train runs every step
+    # after the first (the bare path trains the same parameters with its own Adam)
     for label, a, m, b in (("whole step", our_step, bare_step, hand_step),
                            ("loss, no gradient (forward)", our_loss, bare_fwd, hand_loss),
                            ("loss and backward", our_backward, bare_backward, hand_backward)):
