@@ -22,12 +22,11 @@ compile says why::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 from speed import MODELS, _batches, torch_loss  # benchmarks/ is first on sys.path
-from step_breakdown import _ms
+from step_breakdown import _ms, parse_args
 
 from pyro_vae import build_model, load_dataset, set_seed
 from pyro_vae.engine import make_stepper
@@ -84,12 +83,7 @@ def _rows(batch_size: int, steps: int):
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    args = parse_args(argv, __doc__)
     xs, rows = _rows(args.batch_size, args.steps)
     results: dict[str, dict] = {}
     for label, make in rows.items():

@@ -41,13 +41,20 @@ def _ms(fn, xs, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None, doc: str) -> argparse.Namespace:
+    """The one-thread step benchmarks' flags (this one's and ``compile_step.py``'s); sets
+    torch to one thread."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv, __doc__)
     data = load_dataset("mnist-5k")
     name, settings, objective, k = MODELS["vae-mlp"]
     n = data.num_train
