@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 from pyro_vae import EvalConfig, RunConfig, TrainConfig, run, set_seed
 from pyro_vae.cli import run_script
 from pyro_vae.errors import ConfigError
+from pyro_vae.importance import stderr_across_points
 from pyro_vae.outliers import score_run, write_scores
 from pyro_vae.plots import plt, save_figure, save_grid
 from pyro_vae.runner import open_run
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      "elbo": metrics.get("test_elbo"), "active": metrics.get("active_units"),
                      "mutual_info": metrics.get("mutual_info"),
                      "diff": float(diff.mean()),
-                     "diff_se": float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1
-                     else float("nan"),
+                     "diff_se": stderr_across_points(diff),
                      "better": float((diff > 0).double().mean())})
     args.out.mkdir(parents=True, exist_ok=True)
     save_grid(torch.cat(sample_rows), args.out / "samples.png", nrow=args.num)

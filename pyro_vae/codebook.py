@@ -30,6 +30,9 @@ import math
 
 import torch
 
+from pyro_vae.evaluate import bits_per_dim
+from pyro_vae.importance import stderr_across_points
+
 
 def can_quantize(model) -> bool:
     """Whether ``model`` serves :func:`code_measures` (the capability methods above)."""
@@ -47,10 +50,6 @@ def usage(codes: torch.Tensor, num_codes: int) -> dict:
             "codes_used": int((counts > 0).sum()),
             "codebook_usage": float((counts > 0).double().mean()),
             "codebook_perplexity": float(torch.exp(entropy))}
-
-
-def _stderr(values: torch.Tensor) -> float:
-    return float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else math.nan
 
 
 @torch.no_grad()
@@ -71,18 +70,19 @@ def code_measures(model, x: torch.Tensor, chunk: int = 500) -> dict:
         "codebook_size": model.num_codes, "code_positions": positions,
         "test_recon_nll": float(recon.mean().neg()),
         "test_nll_uniform_prior": float(uniform.mean()),
-        "test_nll_uniform_prior_stderr": _stderr(uniform)}
+        "test_nll_uniform_prior_stderr": stderr_across_points(uniform)}
     learned = None
     if model.has_learned_prior:
         learned = -recon - prior
         gain = uniform - learned
         out |= {"test_nll_learned_prior": float(learned.mean()),
-                "test_nll_learned_prior_stderr": _stderr(learned),
+                "test_nll_learned_prior_stderr": stderr_across_points(learned),
                 "test_prior_gain": float(gain.mean()),
-                "test_prior_gain_stderr": _stderr(gain)}
+                "test_prior_gain_stderr": stderr_across_points(gain)}
     if model.discrete_likelihood:
-        bits = model.scored_dims * math.log(2)
-        out["test_nll_uniform_prior_bpd"] = float(uniform.mean()) / bits
+        out["test_nll_uniform_prior_bpd"] = bits_per_dim(-float(uniform.mean()),
+                                                         model.scored_dims)
         if learned is not None:
-            out["test_nll_learned_prior_bpd"] = float(learned.mean()) / bits
+            out["test_nll_learned_prior_bpd"] = bits_per_dim(-float(learned.mean()),
+                                                             model.scored_dims)
     return out

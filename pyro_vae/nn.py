@@ -29,6 +29,12 @@ def check_network(config) -> None:
     check_choice("activation", config.activation, ACTIVATIONS)
 
 
+def inv_softplus(y: torch.Tensor) -> torch.Tensor:
+    """The x with softplus(x) = y (y > 0): a raw parameter that starts a softplus-positive
+    value at y."""
+    return y + torch.log(-torch.expm1(-y))
+
+
 def activation(name: str) -> nn.Module:
     check_choice("activation", name, ACTIVATIONS)
     return ACTIVATIONS[name]()

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
+from pyro_vae.nn import inv_softplus
 
 COVARIANCES = ("full", "diag")
 WEIGHTS = ("learned", "uniform")
@@ -65,9 +66,6 @@ class GMMConfig:
             raise ConfigError("the Bayesian GMM (priors) has diagonal covariances only: "
                               "use --covariance diag")
 
-
-def _inv_softplus(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
 
 
 class GMM(LatentModel):
@@ -231,7 +229,7 @@ class GMM(LatentModel):
             self.q_scale[0] = std.log()
             return
         self.locs.copy_(centers)
-        self.raw_diag.copy_(_inv_softplus(std - 1e-3))
+        self.raw_diag.copy_(inv_softplus(std - 1e-3))
 
     # -- the two programs -----------------------------------------------------------------
     def _theta(self, x):

@@ -46,7 +46,7 @@ from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.nn import GaussianEncoder, GaussianHead, encoder_net
+from pyro_vae.nn import GaussianEncoder, GaussianHead, encoder_net, inv_softplus
 
 #: q(z | x) for a batch of inputs: the posterior family applied to the encoder's outputs
 Posterior = Callable[[torch.Tensor], dist.TorchDistribution]
@@ -75,9 +75,6 @@ class LatentMixture(dist.MixtureSameFamily):
         return torch.logsumexp(log_prob_x + torch.log_softmax(self.mixture_distribution.logits,
                                                                -1), -1)
 
-
-def _inv_softplus(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
 
 
 def _zero_last_layer(arn: nn.Module) -> None:
@@ -123,7 +120,7 @@ class MixturePrior(_LearnedPrior):
         self.logits = nn.Parameter(torch.zeros(k))
         self.locs = nn.Parameter(torch.randn(k, latent_dim))
         self.raw_scales = nn.Parameter(torch.full((k, latent_dim),
-                                                  float(_inv_softplus(torch.tensor(1.0)))))
+                                                  float(inv_softplus(torch.tensor(1.0)))))
 
     def dist(self, x: torch.Tensor, posterior: Posterior) -> dist.TorchDistribution:
         return LatentMixture(dist.Categorical(logits=self.logits),

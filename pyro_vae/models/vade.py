@@ -47,7 +47,7 @@ from pyro_vae.errors import ConfigError, DataError, check_choice, check_positive
 from pyro_vae.models.base import LatentModel
 from pyro_vae.models.likelihoods import LIKELIHOODS, PixelLikelihood, decoder_outputs
 from pyro_vae.models.priors import LatentMixture
-from pyro_vae.nn import Decoder, GaussianEncoder, check_network
+from pyro_vae.nn import Decoder, GaussianEncoder, check_network, inv_softplus
 
 PRETRAIN = ("vae", "ae")
 
@@ -75,9 +75,6 @@ class VaDEConfig:
         check_positive("pretrain_lr", self.pretrain_lr, integer=False)
 
 
-def _inv_softplus(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
-
 
 class VaDE(PixelLikelihood, LatentModel):
     """VAE with a learned K-component diagonal Gaussian mixture prior p(z)."""
@@ -99,7 +96,7 @@ class VaDE(PixelLikelihood, LatentModel):
         self.mix_logits = nn.Parameter(torch.zeros(self.K))
         self.mix_locs = nn.Parameter(torch.randn(self.K, c.latent_dim))
         self.mix_raw_scales = nn.Parameter(torch.full((self.K, c.latent_dim),
-                                                      float(_inv_softplus(torch.tensor(1.0)))))
+                                                      float(inv_softplus(torch.tensor(1.0)))))
 
     # -- the prior ----------------------------------------------------------------------------
     def mixture(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -189,7 +186,7 @@ class VaDE(PixelLikelihood, LatentModel):
             self.mix_logits.copy_(torch.as_tensor(gm.weights_).log().to(like))
             self.mix_locs.copy_(torch.as_tensor(gm.means_).to(like))
             scales = torch.as_tensor(gm.covariances_).sqrt().to(like).clamp_min(2e-3)
-            self.mix_raw_scales.copy_(_inv_softplus(scales - 1e-3))
+            self.mix_raw_scales.copy_(inv_softplus(scales - 1e-3))
 
     # -- what pictures use --------------------------------------------------------------------
     def decode(self, z: torch.Tensor) -> torch.Tensor:
