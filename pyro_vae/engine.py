@@ -322,7 +322,9 @@ class FastStepper:
             return dict(self._pending_state or {})
         full = self.optimizer.state_dict()
         group = {k: v for k, v in full["param_groups"][0].items() if k != "params"}
-        group.update(fused=None, params=[0])
+        # this run's kernel choices are not saved: a graph-captured run's capturable Adam
+        # would not step on the CPU (resumed by the svi engine, whose Adam takes them)
+        group.update(fused=None, capturable=False, params=[0])
         out = {}
         for i, name in enumerate(self.names):
             st = dict(full["state"].get(i, {}))

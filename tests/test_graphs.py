@@ -305,6 +305,23 @@ def test_the_captured_stepper_is_a_fast_stepper_for_checkpoints():
     assert fresh.get_state().keys() == stepper.get_state().keys()
 
 
+def test_a_captured_runs_optimizer_state_resumes_under_the_svi_engine_on_the_cpu():
+    """On CUDA, capture turns the fused Adam ``capturable``; the checkpoint's Pyro-format
+    state must not carry that setting, or the svi engine (whose Adam takes saved settings)
+    fails its first CPU step: capturable Adam runs on accelerators only."""
+    _, _, stepper = _train_steps(*VAE, epochs=1)
+    for group in stepper.optimizer.param_groups:  # what CudaGraphs' capture sets
+        group["capturable"] = True
+    state = stepper.get_state()
+    assert all(not g["capturable"] for s in state.values() for g in s["param_groups"])
+    model, data, config, _, _ = _setup(*VAE, captured=False)
+    svi = make_stepper("svi", model.model, model.guide, objectives.build_objective(config, model),
+                       lr=config.lr, eps=config.adam_eps, optim_args={"lr": config.lr})
+    svi.set_state(state)
+    x, _ = next(data.batches(config.batch_size))
+    assert torch.isfinite(svi.step(x, None, num_data=data.num_train))
+
+
 # -- on a GPU ---------------------------------------------------------------------------------
 @pytest.mark.cuda
 def test_cuda_capture_replays_and_tracks_the_eager_losses():
