@@ -226,7 +226,6 @@ class CapturedStepper(FastStepper):
         self.replays = 0
         self.reason: str | None = None  # why steps run eagerly for good, once known
         self._streak: tuple | None = None  # (key, sites, count) of the eager steps in a row
-        self._steps = 0
 
     def _fall_back(self, reason: str) -> None:
         self.reason = reason
@@ -252,15 +251,18 @@ class CapturedStepper(FastStepper):
         return self._eager(key, x, y, num_data)
 
     def _eager(self, key: tuple, x, y, num_data: int) -> torch.Tensor:
-        """One eager step, recording its sites and its reads of values back to the host."""
+        """One eager step, recording its sites and, where it continues a streak of its key
+        (the steps that lead to a capture), its reads of values back to the host: counting
+        runs Python at every op, which the other eager steps (each step of a KL warm-up,
+        a smaller last minibatch) need not pay."""
         self.model_sites.sites, self.guide_sites.sites = [], []
         reads = HostReads()
-        first = self._steps == 0
+        first = self.optimizer is None  # the first step: discovery and validation read
+        counted = not first and self._streak is not None and self._streak[0] == key
         store = len(pyro.get_param_store())
-        with self.backend.eager(), contextlib.nullcontext() if first else reads:
+        with self.backend.eager(), reads if counted else contextlib.nullcontext():
             loss = super().step(x, y, num_data)
-        self._steps += 1
-        reason = self._why_not(self.model_sites.sites, self.guide_sites.sites, reads, first)
+        reason = self._why_not(self.model_sites.sites, self.guide_sites.sites, reads)
         if reason is not None:
             self._fall_back(reason)
             return loss
@@ -279,8 +281,7 @@ class CapturedStepper(FastStepper):
         return loss
 
     @staticmethod
-    def _why_not(model_sites: list, guide_sites: list, reads: HostReads, first: bool
-                 ) -> str | None:
+    def _why_not(model_sites: list, guide_sites: list, reads: HostReads) -> str | None:
         if distributed.world() > 1:
             return "data-parallel training all-reduces its gradients outside any graph"
         enumerated = sorted({s[0] for s in model_sites + guide_sites if s[7] is not None})
@@ -289,7 +290,7 @@ class CapturedStepper(FastStepper):
         scored = sorted({s[0] for s in guide_sites if not s[3] and not s[6]})
         if scored:
             return f"guide site(s) {', '.join(scored)} are not reparameterized (score function)"
-        if not first and reads.count:
+        if reads.count:
             ops = ", ".join(sorted(set(reads.ops)))
             return (f"the step reads values back to the host ({reads.count} a step: {ops}), "
                     f"which a graph cannot hold")

@@ -49,9 +49,6 @@ REPORTED = {  # not asserted: Pyro's own code reads these back
 }
 
 
-CountReads = HostReads  # the library's counter (pyro_vae.graphs: CUDA graphs use it)
-
-
 def reads_per_step(case: tuple, steps: int = 4) -> tuple[float, list[str]]:
     """Mean host reads per step of ``stepper.step`` over steps 2..``steps``+1, as ``train``
     runs them (KL weight set between steps, the loss kept on the device)."""
@@ -74,7 +71,7 @@ def reads_per_step(case: tuple, steps: int = 4) -> tuple[float, list[str]]:
     x, y = next(batches)
     kl_scale.weight = kl_weight(config.beta, config.kl_warmup_epochs, 0, 0, nb)
     stepper.step(x, y, num_data=data.num_train)  # the first step: discovery, validation
-    counter = CountReads()
+    counter = HostReads()
     for step in range(1, steps + 1):
         x, y = next(batches)
         kl_scale.weight = kl_weight(config.beta, config.kl_warmup_epochs, 0, step, nb)
@@ -90,7 +87,7 @@ def test_no_host_reads_after_the_first_step(case):
 
 
 def test_the_counter_sees_reads():
-    with CountReads() as counter:
+    with HostReads() as counter:
         t = torch.ones(3)
         t.sum().item()
         float(t[0])
@@ -107,7 +104,7 @@ def test_the_loop_reads_the_loss_for_the_guard_only():
         pyro.clear_param_store()
         data = load_dataset("digits")
         model = build_model("vae", data.shape, latent_dim=2, hidden=(8,))
-        with CountReads() as counter:
+        with HostReads() as counter:
             train(model, data, TrainConfig(epochs=epochs, batch_size=16), progress=False,
                   hooks=[])
         return counter.count, data.num_batches(16)
