@@ -44,7 +44,12 @@ from tqdm.auto import tqdm
 
 from pyro_vae.errors import ConfigError, check_choice, check_positive
 from pyro_vae.estimators.traces import data_frame, sample_sites
-from pyro_vae.importance import _site, check_points, stderr_across_points, with_particles
+from pyro_vae.importance import (
+    check_points,
+    stderr_across_points,
+    trace_log_prob,
+    with_particles,
+)
 from pyro_vae.models.base import LatentModel
 
 SCHEDULES = ("sigmoid", "linear")
@@ -156,8 +161,8 @@ class PathDensities:
             q_trace = poutine.trace(poutine.condition(guide, data=z)).get_trace(self.x, self.y)
             model = with_particles(self.model.model, self.model, self.chains)
             p_trace = poutine.trace(poutine.condition(model, data=z)).get_trace(self.x, self.y)
-            log_q = sum(_site(n, s, self.nesting) for n, s in sample_sites(q_trace)) + log_det
-            log_p = sum(_site(n, s, self.nesting) for n, s in sample_sites(p_trace)) + log_det
+            log_q = trace_log_prob(q_trace, self.nesting) + log_det
+            log_p = trace_log_prob(p_trace, self.nesting) + log_det
             names = [n for n, _ in self.sites]
             grad_q = torch.autograd.grad(log_q.sum(), [u[n] for n in names], retain_graph=True,
                                          allow_unused=True)

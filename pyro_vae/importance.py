@@ -81,15 +81,22 @@ def particle_traces(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None,
     return model_trace, guide_trace
 
 
-def _site(name: str, site: dict, nesting: int) -> torch.Tensor:
+def site_log_prob(name: str, site: dict, nesting: int) -> torch.Tensor:
+    """A sample site's log density per point at scale 1 (``nesting`` batch dims, summed over
+    the rest), as the estimators here and :mod:`pyro_vae.information` and
+    :mod:`pyro_vae.ais` score sites."""
     return point_log_prob(name, site, evaluation_log_prob(site), nesting)
+
+
+def trace_log_prob(trace, nesting: int) -> torch.Tensor:
+    """The sum of :func:`site_log_prob` over a trace's sample sites."""
+    return sum(site_log_prob(name, s, nesting) for name, s in sample_sites(trace))
 
 
 def trace_log_weights(model_trace, guide_trace, nesting: int) -> torch.Tensor:
     """``log p(x, z) - log q(z | x)`` at scale 1 of a vectorized trace pair, ``(particles,
     points)``; ``nesting`` counts the batch dims, the particles' included."""
-    log_w = sum(_site(name, s, nesting) for name, s in sample_sites(model_trace))
-    return log_w - sum(_site(name, s, nesting) for name, s in sample_sites(guide_trace))
+    return trace_log_prob(model_trace, nesting) - trace_log_prob(guide_trace, nesting)
 
 
 def log_weights(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -106,8 +113,9 @@ def log_weights_of_site(model: LatentModel, x: torch.Tensor, y: torch.Tensor | N
     """``log q(z) - log p(z)`` of one latent site, per particle and data point (a KL sample)."""
     model_trace, guide_trace = particle_traces(model, x, y, num_particles)
     nesting = model.max_plate_nesting + 1
-    return (_site(name, guide_trace.nodes[name], nesting)
-            - _site(name, model_trace.nodes[name], nesting)).expand(num_particles, x.shape[0])
+    return (site_log_prob(name, guide_trace.nodes[name], nesting)
+            - site_log_prob(name, model_trace.nodes[name], nesting)).expand(num_particles,
+                                                                            x.shape[0])
 
 
 @torch.no_grad()
@@ -117,7 +125,7 @@ def prior_log_weights(model: LatentModel, x: torch.Tensor, y: torch.Tensor | Non
     with poutine.block():
         trace = poutine.trace(with_particles(model.model, model, num_particles)).get_trace(x, y)
     name, nesting = model.observed_site, model.max_plate_nesting + 1
-    return _site(name, trace.nodes[name], nesting).expand(num_particles, x.shape[0])
+    return site_log_prob(name, trace.nodes[name], nesting).expand(num_particles, x.shape[0])
 
 
 class WeightChunk(NamedTuple):

@@ -51,13 +51,12 @@ from pyro import poutine
 from pyro_vae.errors import ConfigError, model_code_errors, require_latent_model
 from pyro_vae.estimators.traces import (
     data_frame,
-    evaluation_log_prob,
-    point_log_prob,
     sample_sites,
 )
 from pyro_vae.importance import (
     check_points,
     particle_traces,
+    site_log_prob,
     stderr_across_points,
     with_particles,
 )
@@ -123,8 +122,7 @@ def not_applicable(model: LatentModel, x: torch.Tensor,
 
 
 def _latent_log_prob(trace, names: list[str], nesting: int) -> torch.Tensor:
-    return sum(point_log_prob(name, trace.nodes[name], evaluation_log_prob(trace.nodes[name]),
-                              nesting) for name in names)
+    return sum(site_log_prob(name, trace.nodes[name], nesting) for name in names)
 
 
 def _queries(value: torch.Tensor, axis: int) -> torch.Tensor:
