@@ -33,20 +33,26 @@ from pyro_vae import (  # noqa: E402
     RunConfig,
     TrainConfig,
     evaluate_run,
-    log_weights,
     open_run,
     run,
     set_seed,
 )
 from pyro_vae.arviz_compat import psis_khat  # noqa: E402
 from pyro_vae.cli import run_script  # noqa: E402
+from pyro_vae.diagnostics import KHAT_GOOD, KHAT_OK, guide_log_ratios  # noqa: E402
 from pyro_vae.errors import ConfigError  # noqa: E402
-from pyro_vae.importance import stored_log_weights  # noqa: E402
-
-BANDS = (("k < 0.5", -np.inf, 0.5), ("0.5 <= k <= 0.7", 0.5, 0.7), ("k > 0.7", 0.7, np.inf))
 
 
-def _ais_per_point(folder: Path, args) -> tuple[list[float], list[float]] | None:
+def _bands(khat: np.ndarray) -> dict[str, np.ndarray]:
+    """Yao et al.'s k-hat bands as ``diagnostics.khat_summary`` counts them (-inf, the guide
+    is the posterior, is good)."""
+    return {f"k < {KHAT_GOOD}": khat < KHAT_GOOD,
+            f"{KHAT_GOOD} <= k <= {KHAT_OK}": (khat >= KHAT_GOOD) & (khat <= KHAT_OK),
+            f"k > {KHAT_OK}": khat > KHAT_OK}
+
+
+def _ais_per_point(folder: Path, eval_config: EvalConfig,
+                   args) -> tuple[list[float], list[float]] | None:
     """The run's per-point AIS estimates and their Monte Carlo errors at these settings,
     computed if it has none."""
     def stored() -> tuple[list[float], list[float]] | None:
@@ -58,8 +64,7 @@ def _ais_per_point(folder: Path, args) -> tuple[list[float], list[float]] | None
         return m["test_log_px_ais_per_point"], m["test_log_px_ais_per_point_mc_stderr"]
 
     if stored() is None:
-        opened = open_run(folder)
-        settings = replace(opened.config.eval, num_samples=0, pictures=False, estimator="ais",
+        settings = replace(eval_config, num_samples=0, pictures=False, estimator="ais",
                            ais_steps=args.ais_steps, ais_chains=args.ais_chains,
                            ais_leapfrog=args.ais_leapfrog)
         evaluate_run(folder, settings, progress=False)
@@ -91,23 +96,22 @@ def main(argv: list[str] | None = None) -> dict:
                                      train=TrainConfig(epochs=args.epochs, batch_size=64),
                                      eval=EvalConfig(num_samples=0, pictures=False))
         folder = run(config, args.out / "vae", progress=False).run.path
-    ais_all, ais_se = (np.asarray(v, dtype=np.float64) for v in _ais_per_point(Path(folder), args))
     opened = open_run(folder)
     model, data = opened.model, opened.data
+    ais_all, ais_se = (np.asarray(v, dtype=np.float64)
+                       for v in _ais_per_point(Path(folder), opened.config.eval, args))
     n = min(args.points, len(ais_all))
     x = data.test_x[:n]
     y = data.test_y[:n] if model.is_conditional else None
     set_seed(0)
-    model.eval()
-    w = stored_log_weights(log_weights, model, x, y, args.num_samples)  # (samples, points)
-    is_px = (w.logsumexp(0) - np.log(args.num_samples)).cpu().numpy()
-    khat = psis_khat(w.T.cpu().numpy())
+    ratios = guide_log_ratios(model, x, y, args.num_samples, max_elements=2**25)  # (points, S)
+    is_px = (ratios.logsumexp(1) - np.log(args.num_samples)).cpu().numpy()
+    khat = psis_khat(ratios.cpu().numpy())
     gap = ais_all[:n] - is_px
     rows = {"points": n, "is": float(is_px.mean()), "ais": float(ais_all[:n].mean()),
             "gap": float(gap.mean()), "gap_positive": int((gap > 0).sum()),
             "spearman": float(spearmanr(khat, gap).statistic), "bands": []}
-    for label, lo, hi in BANDS:
-        sel = (khat >= lo) & (khat <= hi) if lo == 0.5 else (khat > lo) & (khat < hi)
+    for label, sel in _bands(khat).items():
         rows["bands"].append({"band": label, "points": int(sel.sum()),
                               "gap": float(gap[sel].mean()) if sel.any() else float("nan")})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                           f"{khat[i]:.4f}"])
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(khat, gap, s=8, alpha=0.6)
-    for t in (0.5, 0.7):
+    for t in (KHAT_GOOD, KHAT_OK):
         ax.axvline(t, color="grey", ls=":", lw=1)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel(f"PSIS k-hat of the guide ({args.num_samples} draws)")
