@@ -295,7 +295,7 @@ def _run(path: PathDensities, betas: torch.Tensor, start: dict[str, torch.Tensor
 
 
 def annealed_estimate(path: PathDensities, betas: torch.Tensor, start, steps, config, progress,
-              desc, upper: bool, began: float) -> AISResult:
+                      desc, upper: bool, began: float) -> AISResult:
     log_w, accept, _, last = _run(path, betas, start, steps, config, progress, desc)
     log_px, se = log_mean_exp(log_w)
     if upper:  # the reverse weights estimate 1 / p(x)
@@ -323,7 +323,7 @@ def ais(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
     steps = pilot_step_sizes(model, x, y, betas, config, progress)
     path = PathDensities(model, x, y, config.chains)
     return annealed_estimate(path, betas, path.unconstrain(path.first), steps, config, progress,
-                     "AIS", False, began)
+                             "AIS", False, began)
 
 
 __all__ = ["AISConfig", "AISResult", "PathDensities", "ais", "annealed_estimate", "hmc_step",

@@ -79,10 +79,10 @@ def bdmc(model: LatentModel, num_points: int, x_like: torch.Tensor,
         raise ConfigError(f"BDMC needs the model to draw every latent of the guide; "
                           f"{', '.join(missing)} is not drawn by the model")
     forward = annealed_estimate(path, betas, path.unconstrain(path.first), steps, config,
-                        progress, "AIS forward", False, began)
+                                progress, "AIS forward", False, began)
     began = time.perf_counter()
     reverse = annealed_estimate(path, betas.flip(0), path.unconstrain(z), steps.flip(0), config,
-                        progress, "AIS reverse", True, began)
+                                progress, "AIS reverse", True, began)
     return BDMCResult(forward, reverse, x)
 
 

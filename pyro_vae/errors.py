@@ -259,4 +259,3 @@ def require_latent_model(obj: Any, what: str) -> None:
     else:
         kind = "not a torch.nn.Module"
     raise ConfigError(f"{what} needs a pyro_vae.LatentModel; {name} is {kind}: {fix}")
-

@@ -422,6 +422,8 @@ def _codebook(model, data, settings, progress: bool) -> dict:
     from pyro_vae.codebook import code_measures
 
     return code_measures(model, data.test_x)
+
+
 def _information_applies(model, data, settings, global_sites) -> str | None:
     from pyro_vae.information import not_applicable
 
@@ -434,10 +436,6 @@ def _information(model, data, settings, progress: bool) -> dict:
     from pyro_vae.information import surgery_metrics
 
     return surgery_metrics(model, data.test_x)
-def _ais_settings(settings):
-    from pyro_vae.ais import AISConfig
-
-    return AISConfig(settings.ais_steps, settings.ais_chains, settings.ais_leapfrog)
 
 
 def _annealing_applies(estimator: str):
@@ -455,7 +453,7 @@ def _annealing_applies(estimator: str):
 def _ais(model, data, settings, progress: bool) -> dict:
     from pyro_vae.ais import ais
 
-    config = _ais_settings(settings)
+    config = settings.ais_config()
     result = ais(model, data.test_x, data.test_y if model.is_conditional else None, config,
                  progress=progress)
     s = result.summary()
@@ -471,7 +469,7 @@ def _ais(model, data, settings, progress: bool) -> dict:
 def _bdmc(model, data, settings, progress: bool) -> dict:
     from pyro_vae.bdmc import bdmc
 
-    config = _ais_settings(settings)
+    config = settings.ais_config()
     s = bdmc(model, settings.bdmc_points, data.test_x,
              data.test_y if model.is_conditional else None, config, progress=progress).summary()
     return {"bdmc_points": s["points"], "bdmc_lower": s["lower"], "bdmc_upper": s["upper"],

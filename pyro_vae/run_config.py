@@ -65,12 +65,16 @@ class EvalConfig:
             check_num_samples(self.num_samples, self.iwae_ks)
         check_choice("estimator", self.estimator, ESTIMATORS)
         if self.estimator != "is":
-            from pyro_vae.ais import AISConfig
-
-            AISConfig(self.ais_steps, self.ais_chains, self.ais_leapfrog)
+            self.ais_config()  # bad AIS settings fail now, not after training
             if self.bdmc_points < 1:
                 raise ConfigError(f"--bdmc-points must be a whole number >= 1, got "
                                   f"{self.bdmc_points}")
+
+    def ais_config(self):
+        """The :class:`pyro_vae.ais.AISConfig` of these settings (checked there)."""
+        from pyro_vae.ais import AISConfig
+
+        return AISConfig(self.ais_steps, self.ais_chains, self.ais_leapfrog)
 
 
 @dataclass
