@@ -189,9 +189,9 @@ def test_labels_out_of_range_are_one_line_before_training(capsys, tmp_path):
     labels are checked once, with the data, before any step (and -1 is pyro_vae.data's mark)."""
     from pyro_vae import data as data_mod
     from pyro_vae.cli import main
-    from pyro_vae.models import ssvae as ssvae_mod
+    from pyro_vae.models import labels as labels_mod  # ssvae's and dbvae's mark
 
-    assert ssvae_mod.UNLABELLED == data_mod.UNLABELLED
+    assert labels_mod.UNLABELLED == data_mod.UNLABELLED
     code = main(["train", "ssvae", "--dataset", "digits", "--num-classes", "5", "--epochs", "1",
                  "--latent-dim", "2", "--hidden", "16", "--no-progress", "--eval-samples", "0",
                  "--out", str(tmp_path / "run")])

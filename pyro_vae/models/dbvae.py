@@ -48,12 +48,11 @@ import pyro.distributions as dist
 import torch
 from torch.nn import functional as F
 
-from pyro_vae.errors import DataError, check_choice, check_number, check_positive
+from pyro_vae.errors import check_choice, check_number, check_positive
 from pyro_vae.models.base import LatentModel
+from pyro_vae.models.labels import PartlyLabelled
 from pyro_vae.models.likelihoods import LIKELIHOODS, PixelLikelihood, decoder_outputs
 from pyro_vae.nn import MLP, Decoder, check_network
-
-UNLABELLED = -1  # = pyro_vae.data.UNLABELLED (models do not import the data layer)
 
 
 @dataclass
@@ -72,12 +71,11 @@ class DBVAEConfig:
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
 
 
-class DBVAE(PixelLikelihood, LatentModel):
+class DBVAE(PartlyLabelled, PixelLikelihood, LatentModel):
     """A VAE whose encoder also classifies, trained on labelled data (the DB-VAE)."""
 
     name = "dbvae"
     config_class = DBVAEConfig
-    has_classifier = True  # classify(x): evaluate reports the test accuracy of q(y | x)
     data_kinds = ("image",)
 
     def __init__(self, config: DBVAEConfig, data_shape: tuple[int, ...]):
@@ -104,16 +102,6 @@ class DBVAE(PixelLikelihood, LatentModel):
         """Logits of q(y | x), shape (N, C)."""
         return self._heads(x)[0]
 
-    @staticmethod
-    def _known(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
-        """The labelled points of a minibatch (y >= 0), or None without labels (shapes only:
-        no host read at every step)."""
-        if y is None:
-            return None
-        if tuple(y.shape) != (x.shape[0],):
-            raise DataError(f"dbvae labels must be {x.shape[0]} integers (-1: unlabelled)")
-        return y >= 0
-
     # -- the two programs -------------------------------------------------------------------
     def model(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
@@ -124,9 +112,7 @@ class DBVAE(PixelLikelihood, LatentModel):
             out = self.decoder(z)
             pyro.sample("x", self.likelihood.dist(out, self).to_event(self._event_ndim), obs=x)
             if known is not None and self.config.class_weight > 0:
-                log_q = F.log_softmax(self.class_logits(x), -1)
-                hit = log_q.gather(-1, y.clamp(min=0).long().unsqueeze(-1)).squeeze(-1)
-                pyro.factor("y_class", self.config.class_weight * torch.where(known, hit, 0.0))
+                self.class_factor("y_class", self.config.class_weight, x, y, known)
 
     def guide(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
@@ -134,13 +120,7 @@ class DBVAE(PixelLikelihood, LatentModel):
         with self.data_plate(x, num_data):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
-    # -- the classifier and the pictures ----------------------------------------------------
-    @torch.no_grad()
-    def classify(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """argmax_y q(y | x) for each point."""
-        return torch.cat([self.class_logits(x[i:i + batch_size]).argmax(-1)
-                          for i in range(0, len(x), batch_size)])
-
+    # -- the pictures ------------------------------------------------------------------------
     def encode(self, x, y=None):
         return self._heads(x)[1:]
 
@@ -154,17 +134,6 @@ class DBVAE(PixelLikelihood, LatentModel):
     @torch.no_grad()
     def reconstruct(self, x, y=None):
         return self.decode(self._heads(x)[1])
-
-    def check_labels(self, y: torch.Tensor | None, n: int, what: str = "dbvae labels") -> None:
-        """Raise :class:`DataError` unless ``y`` is None (no classification term) or holds
-        ``n`` labels in -1..num_classes-1 (-1: unlabelled); once per data set."""
-        if y is None:
-            return
-        c = self.num_classes
-        if tuple(y.shape) != (n,) or bool(((y < UNLABELLED) | (y >= c)).any()):
-            raise DataError(f"{what} must be {n} integers in 0..{c - 1}, or {UNLABELLED} for "
-                            f"unlabelled points (a data set with more classes than "
-                            f"--num-classes {c}?)")
 
     def check_data(self, x, what="data"):
         super().check_data(x, what)

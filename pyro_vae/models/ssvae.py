@@ -64,10 +64,9 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import DataError, check_choice, check_number, check_positive
 from pyro_vae.models.base import LatentModel
+from pyro_vae.models.labels import PartlyLabelled
 from pyro_vae.models.likelihoods import LIKELIHOODS, PixelLikelihood, decoder_outputs
 from pyro_vae.nn import MLP, Decoder, check_network
-
-UNLABELLED = -1  # = pyro_vae.data.UNLABELLED (models do not import the data layer)
 
 KNOWN_LOGIT = -1.0e4  # q(y | x) off a known label: exp(-1e4) is exactly 0 in float32
 
@@ -88,7 +87,7 @@ class SSVAEConfig:
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
 
 
-class SSVAE(PixelLikelihood, LatentModel):
+class SSVAE(PartlyLabelled, PixelLikelihood, LatentModel):
     """M2: a class y (enumerated where unknown) and a style z generate x; q(y|x) classifies."""
 
     name = "ssvae"
@@ -96,7 +95,6 @@ class SSVAE(PixelLikelihood, LatentModel):
     latent_sites = ("y", "z")
     has_discrete_latents = True
     default_objective = "enum"
-    has_classifier = True  # classify(x): evaluate reports the test accuracy of q(y | x)
     data_kinds = ("image", "real")  # images (C, H, W) or real vectors (D,), e.g. M1's codes
 
     def __init__(self, config: SSVAEConfig, data_shape: tuple[int, ...]):
@@ -135,16 +133,6 @@ class SSVAE(PixelLikelihood, LatentModel):
         return self.decoder(torch.cat([z.expand(*lead, z.shape[-1]),
                                        onehot.expand(*lead, onehot.shape[-1])], -1))
 
-    @staticmethod
-    def _known(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
-        """The labelled points of a minibatch (y >= 0), or None without labels. Only shapes
-        are checked (no host read at every step)."""
-        if y is None:
-            return None
-        if tuple(y.shape) != (x.shape[0],):
-            raise DataError(f"ssvae labels must be {x.shape[0]} integers (-1: unlabelled)")
-        return y >= 0
-
     # -- the two programs ----------------------------------------------------------------------
     def model(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
@@ -157,9 +145,7 @@ class SSVAE(PixelLikelihood, LatentModel):
             out = self._decode(z, self._onehot(label))
             pyro.sample("x", self.likelihood.dist(out, self).to_event(self._event_ndim), obs=x)
             if known is not None and self.config.aux_weight > 0:
-                log_q = F.log_softmax(self.class_logits(x), -1)
-                hit = log_q.gather(-1, y.clamp(min=0).long().unsqueeze(-1)).squeeze(-1)
-                pyro.factor("y_aux", self.config.aux_weight * torch.where(known, hit, 0.0))
+                self.class_factor("y_aux", self.config.aux_weight, x, y, known)
 
     def guide(self, x, y=None, num_data=None):
         pyro.module(self.name, self)
@@ -174,13 +160,7 @@ class SSVAE(PixelLikelihood, LatentModel):
             loc, scale = self._z_params(x, self._onehot(label))
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
-    # -- the classifier and the pictures -------------------------------------------------------
-    @torch.no_grad()
-    def classify(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """argmax_y q(y | x) for each point."""
-        return torch.cat([self.class_logits(x[i:i + batch_size]).argmax(-1)
-                          for i in range(0, len(x), batch_size)])
-
+    # -- the pictures ------------------------------------------------------------------------
     def _labels(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The given labels where known, else the classifier's."""
         guess = self.class_logits(x).argmax(-1)
@@ -212,19 +192,6 @@ class SSVAE(PixelLikelihood, LatentModel):
         z = self.encode(x)[0]
         classes = self._onehot(torch.arange(self.num_classes, device=x.device))
         return self.likelihood.mean(self._decode(z.unsqueeze(1), classes), self)
-
-    def check_labels(self, y: torch.Tensor | None, n: int, what: str = "ssvae labels") -> None:
-        """Raise :class:`DataError` unless ``y`` is None (every label enumerated) or holds ``n``
-        labels in -1..num_classes-1 (-1: unlabelled). Reads the values back: called once per
-        data set (``train.check_data``, evaluation), not by the programs at every step, where a
-        label out of range would silently become a uniform q(y | x)."""
-        if y is None:
-            return
-        c = self.num_classes
-        if tuple(y.shape) != (n,) or bool(((y < UNLABELLED) | (y >= c)).any()):
-            raise DataError(f"{what} must be {n} integers in 0..{c - 1}, or {UNLABELLED} for "
-                            "unlabelled points (a data set with more classes than "
-                            f"--num-classes {c}?)")
 
     def check_data(self, x, what="data"):
         super().check_data(x, what)
