@@ -48,7 +48,12 @@ from pyro_vae import EvalConfig, RunConfig, TrainConfig, open_run, run
 from pyro_vae.classifier import accuracy, train_classifier
 from pyro_vae.cli import run_script
 from pyro_vae.data import load_dataset
-from pyro_vae.debias import LatentDensitySampler, effective_sample_size, latent_density_weights
+from pyro_vae.debias import (
+    LatentDensitySampler,
+    effective_sample_size,
+    histogram_weights,
+    latent_density_weights,
+)
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluate import latent_means
 from pyro_vae.plots import save_grid
@@ -190,8 +195,8 @@ def explain(folder: Path, bins: int, alpha: float) -> list[dict]:
     opened = open_run(folder)
     model, data = opened.model.eval(), opened.data
     x, y = data.train_eval_x(), data.train_y.cpu()
-    w = latent_density_weights(model, x, bins=bins, alpha=alpha)
-    mu = latent_means(model, x).cpu()
+    mu = latent_means(model, x).cpu()  # encoded once: the weights are of these means
+    w = histogram_weights(mu, bins, alpha)  # = latent_density_weights(model, x, ...)
     centre = mu.mean(0)
     rows = []
     print(f"{folder}: histogram product, alpha {alpha:g}, {bins} bins")

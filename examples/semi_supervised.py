@@ -29,7 +29,6 @@ classes, z ~ p(z)). Each model is a run of the run layer (:func:`pyro_vae.run`).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -74,7 +73,7 @@ def _run(config: RunConfig, out: Path, reuse: bool) -> RunResult:
         if saved.get(key) != asked.get(key):
             raise ConfigError(f"{out} holds a run of other {key.replace('_', ' ')} settings; "
                               "drop --reuse or choose another --out")
-    return RunResult(opened, None, json.loads((out / "metrics.json").read_text()))
+    return RunResult(opened, None, opened.folder.read_metrics())
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:

@@ -155,12 +155,18 @@ class ResampledDataset(Dataset):
         return self.sampler.permutation()
 
 
+def _dataset_fields(data: Dataset) -> dict:
+    """The fields of ``data`` as a plain :class:`Dataset` has them (a resampled copy keeps
+    them all)."""
+    return {f.name: getattr(data, f.name) for f in fields(Dataset)}
+
+
 def resampled(data: Dataset, weights: torch.Tensor) -> ResampledDataset:
     """``data`` with minibatches drawn by ``weights`` (one per training point)."""
     if len(weights) != data.num_train:
         raise DataError(f"{len(weights)} weights for {data.num_train} training points")
-    kept = {f.name: getattr(data, f.name) for f in fields(Dataset)}
-    return ResampledDataset(**kept, sampler=LatentDensitySampler(weights, data.num_train))
+    return ResampledDataset(**_dataset_fields(data),
+                            sampler=LatentDensitySampler(weights, data.num_train))
 
 
 @dataclass
@@ -192,7 +198,7 @@ class AdaptiveResampledDataset(Dataset):
         """This epoch's indices: ``num_train`` draws with replacement by the current weights,
         from torch's global CPU generator (as :meth:`Dataset.permutation`)."""
         self.weights = self.current_weights()
-        self.drawn = torch.multinomial(self.weights, self.num_train, replacement=True)
+        self.drawn = LatentDensitySampler(self.weights, self.num_train).permutation()
         return self.drawn
 
 
@@ -205,9 +211,8 @@ def adaptive(data: Dataset, model: LatentModel, method: str = "histogram", bins:
     check_positive("bins", bins)
     if alpha <= 0:
         raise ConfigError(f"alpha must be positive, got {alpha}")
-    kept = {f.name: getattr(data, f.name) for f in fields(Dataset)}
-    return AdaptiveResampledDataset(**kept, model=model, method=method, bins=bins, alpha=alpha,
-                                    combine=combine)
+    return AdaptiveResampledDataset(**_dataset_fields(data), model=model, method=method,
+                                    bins=bins, alpha=alpha, combine=combine)
 
 
 def training_data(data: Dataset, model: LatentModel, config) -> tuple[Dataset, list[Hook]]:
