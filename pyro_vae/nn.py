@@ -40,6 +40,15 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def downsampling(in_channels: int, channels: Sequence[int], act: str) -> list[nn.Module]:
+    """Stride-2 3x3 convolutions halving the grid, from ``in_channels`` through ``channels``,
+    each followed by an activation (the encoders' stack; :func:`upsampling` mirrors it)."""
+    layers: list[nn.Module] = []
+    for a, b in zip([in_channels, *channels[:-1]], channels, strict=True):
+        layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), activation(act)]
+    return layers
+
+
 def upsampling(chans: list[int], act: str) -> list[nn.Module]:
     """Transposed convolutions doubling the grid from ``chans[0]`` to ``chans[-1]`` channels,
     an activation between them (none after the last)."""
@@ -120,12 +129,8 @@ class ConvEncoderNet(nn.Module):
             raise ConfigError(f"--arch conv takes images (C, H, W), got points of shape "
                               f"{tuple(in_shape)}; use --arch mlp")
         self.in_shape = tuple(in_shape)
-        layers: list[nn.Module] = []
-        c = in_shape[0]
-        for ch in channels:
-            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), activation(act)]
-            c = ch
-        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.conv = nn.Sequential(*downsampling(in_shape[0], channels, act), nn.Flatten())
+        c = channels[-1]
         flat = c * _conv_size(in_shape[1], len(channels)) * _conv_size(in_shape[2], len(channels))
         self.mlp = MLP(flat + extra_dim, hidden, out_dim, act)
 
@@ -272,12 +277,10 @@ class ConvGridEncoder(nn.Module):
 
     def __init__(self, in_shape, code_dim: int, act: str):
         super().__init__()
-        c, layers = in_shape[0], []
-        for ch in CONV_CHANNELS:
-            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), activation(act)]
-            c = ch
-        layers += [nn.Conv2d(c, c, 3, padding=1), activation(act), nn.Conv2d(c, code_dim, 1)]
-        self.net = nn.Sequential(*layers)
+        c = CONV_CHANNELS[-1]
+        self.net = nn.Sequential(*downsampling(in_shape[0], CONV_CHANNELS, act),
+                                 nn.Conv2d(c, c, 3, padding=1), activation(act),
+                                 nn.Conv2d(c, code_dim, 1))
         self.in_shape = tuple(in_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
