@@ -40,6 +40,15 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def check_image_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` as a tuple, if it is an image's (C, H, W); else the one-line ConfigError of
+    every conv network here."""
+    if len(shape) != 3:
+        raise ConfigError(f"--arch conv takes images (C, H, W), got points of shape "
+                          f"{tuple(shape)}; use --arch mlp")
+    return tuple(shape)
+
+
 def downsampling(in_channels: int, channels: Sequence[int], act: str) -> list[nn.Module]:
     """Stride-2 3x3 convolutions halving the grid, from ``in_channels`` through ``channels``,
     each followed by an activation (the encoders' stack; :func:`upsampling` mirrors it)."""
@@ -125,10 +134,7 @@ class ConvEncoderNet(nn.Module):
                  act: str = "relu", extra_dim: int = 0,
                  channels: Sequence[int] = CONV_CHANNELS):
         super().__init__()
-        if len(in_shape) != 3:
-            raise ConfigError(f"--arch conv takes images (C, H, W), got points of shape "
-                              f"{tuple(in_shape)}; use --arch mlp")
-        self.in_shape = tuple(in_shape)
+        self.in_shape = check_image_shape(in_shape)
         self.conv = nn.Sequential(*downsampling(in_shape[0], channels, act), nn.Flatten())
         c = channels[-1]
         flat = c * _conv_size(in_shape[1], len(channels)) * _conv_size(in_shape[2], len(channels))
@@ -153,10 +159,7 @@ class ConvDecoderNet(nn.Module):
     def __init__(self, in_dim: int, hidden: Sequence[int], out_shape: Sequence[int],
                  act: str = "relu", channels: Sequence[int] = CONV_CHANNELS):
         super().__init__()
-        if len(out_shape) != 3:
-            raise ConfigError(f"--arch conv takes images (C, H, W), got points of shape "
-                              f"{tuple(out_shape)}; use --arch mlp")
-        self.out_shape = tuple(out_shape)
+        self.out_shape = check_image_shape(out_shape)
         n = len(channels)
         self.start = (channels[-1], _conv_size(out_shape[1], n), _conv_size(out_shape[2], n))
         self.mlp = nn.Sequential(MLP(in_dim, list(reversed(hidden)), math.prod(self.start), act),
@@ -273,15 +276,19 @@ class MaskedConv2d(nn.Conv2d):
 # -- a grid of codes (the VQ-VAE: one code vector per position of a 7x7 grid) ----------------
 class ConvGridEncoder(nn.Module):
     """``(..., C, H, W) -> (..., L, D)``: two stride-2 3x3 convolutions (the channels of
-    :data:`pyro_vae.nn.CONV_CHANNELS`), a 3x3 and a 1x1 convolution to ``D`` per position."""
+    :data:`pyro_vae.nn.CONV_CHANNELS`), a 3x3 and a 1x1 convolution to ``D`` per position;
+    ``grid`` is the (h, w) of its L = h * w positions."""
 
     def __init__(self, in_shape, code_dim: int, act: str):
         super().__init__()
+        in_shape = check_image_shape(in_shape)
+        layers = len(CONV_CHANNELS)
+        self.grid = (_conv_size(in_shape[1], layers), _conv_size(in_shape[2], layers))
         c = CONV_CHANNELS[-1]
         self.net = nn.Sequential(*downsampling(in_shape[0], CONV_CHANNELS, act),
                                  nn.Conv2d(c, c, 3, padding=1), activation(act),
                                  nn.Conv2d(c, code_dim, 1))
-        self.in_shape = tuple(in_shape)
+        self.in_shape = in_shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.net(x.reshape(-1, *self.in_shape))  # (n, D, h, w)

@@ -62,7 +62,6 @@ from pyro_vae.nn import (
     ConvGridDecoder,
     ConvGridEncoder,
     Decoder,
-    _conv_size,
 )
 
 PRIORS = ("uniform", "pixelcnn")
@@ -220,11 +219,8 @@ class VQVAE(PixelLikelihood, LatentModel):
         ae = self.autoencoder = nn.Module()  # what the first stage trains
         ae.data_shape = self.data_shape  # the likelihood reads it (and its own parameters)
         if c.arch == "conv":
-            if len(data_shape) != 3:
-                raise ConfigError(f"--arch conv takes images (C, H, W), got points of shape "
-                                  f"{tuple(data_shape)}; use --arch mlp")
-            self.grid = (_conv_size(data_shape[1], 2), _conv_size(data_shape[2], 2))
             ae.encoder = ConvGridEncoder(data_shape, c.code_dim, c.activation)
+            self.grid = ae.encoder.grid
             ae.decoder = ConvGridDecoder(c.code_dim, self.grid, out_shape, c.activation)
         else:
             self.grid = (1, c.num_positions)
