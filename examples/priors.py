@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def _opened_or_trained(config: RunConfig, folder: Path) -> tuple:
                 and opened.config.dataset == config.dataset)
         if not same:
             raise ConfigError(f"{folder} holds a run of other settings; use another --out")
-        return opened, json.loads((folder / "metrics.json").read_text())
+        return opened, opened.folder.read_metrics()
     result = run(config, folder, progress=False)
     return result.run, result.metrics
 
