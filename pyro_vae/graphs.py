@@ -26,14 +26,16 @@ possible:
 * a guide site that is not reparameterized (a score-function estimator) or is enumerated;
 * a step that reads a value back to the host (``.item()``, ``bool(t)``, ...: Pyro's
   ``TraceEnum_ELBO`` does, so does model code that branches on data), which a graph cannot
-  hold -- counted during the eager steps by :class:`HostReads`;
+  hold -- counted by :class:`HostReads` on the eager steps that continue a streak of their
+  key (those that lead to a capture; the other eager steps run uncounted);
 * sample sites that change between steps (a model whose structure depends on Python state);
 * data-parallel training (the all-reduce of the gradients stays outside);
 * a capture that fails (the error is named).
 
 The Adam of a captured stepper is fused and *capturable* (its step counters live on the GPU).
-A checkpoint holds the optimizer in the same Pyro format as the other steppers, so a run
-resumes with or without graphs, on either device.
+A checkpoint holds the optimizer in the same Pyro format as the other steppers, without the
+``capturable`` setting, so a run resumes with or without graphs, on either device, under
+either engine.
 
 Measured: not yet -- no GPU has been lent to this project's sessions. ``benchmarks/speed.py``
 on CUDA adds the paths ``torch-graphs`` (hand-written PyTorch captured the same way) and
